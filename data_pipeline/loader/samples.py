@@ -1,0 +1,260 @@
+"""Read the samples of one shard unit, keeping only the bytes the batch will use.
+
+A stored sample holds both caption variants for every text encoder. The caption choice and the
+per-encoder dropout are drawn *before* the tensor member is read (they depend only on the
+sample's identity), so the reader copies the latent and the kept encoders of the chosen variant
+into one compact buffer and skips the rest; on a local file a skip is a seek. The safetensors
+container is parsed directly (8-byte length, JSON header, raw data) so nothing is decoded twice.
+"""
+from __future__ import annotations
+
+import json
+import struct
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Generator, Iterator, Optional
+
+import torch
+from webdataset.gopen import gopen
+
+from data_pipeline.format import (CAPTION_VARIANTS, CLIP_ENCODERS, LATENT_KEY, META_EXT, SAFETENSORS_METADATA,
+                                  TENSORS_EXT, TEXT_ENCODERS, TextLayout, text_key)
+from data_pipeline.loader import rng
+from data_pipeline.loader.sharding import Unit
+from data_pipeline.loader.tar_stream import TarError, TarStream
+
+ST_DTYPES: dict[str, torch.dtype] = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}
+ST_NAMES = {v: k for k, v in ST_DTYPES.items()}
+
+Ref = tuple[int, int, int, int]
+"""(reader, epoch, unit position, sample index): where a sample sits in a stream's input."""
+
+
+@dataclass
+class RawSample:
+    """The bytes of one sample that a batch needs, plus its decisions and metadata."""
+
+    ref: Ref
+    source: int
+    key: str
+    buf: bytearray
+    parts: dict[str, tuple[int, tuple[int, ...]]]
+    """Tensor name -> (byte offset in buf, shape); all in the shard's storage dtype."""
+    variant: str
+    keep: tuple[bool, ...]
+    """Per TEXT_ENCODERS entry: False where the encoder is dropped for this sample."""
+    caption: str
+    original_size: tuple[int, int]
+    crop_box: tuple[int, int, int, int]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The latent shape, which is the bucket the sample is batched in."""
+        return self.parts[LATENT_KEY][1]
+
+
+@dataclass(frozen=True)
+class SamplePolicy:
+    """Load-time augmentation: per-encoder text dropout and the caption variant choice."""
+
+    seed: int
+    text_dropout: float
+    synthetic_prob: float
+    fixed_variant: Optional[str] = None
+    """Validation: always this variant (falling back to `orig` where absent), no dropout."""
+
+    def decide(self, source: int, epoch: int, shard: int, index: int,
+               variants: tuple[str, ...]) -> tuple[str, tuple[bool, ...]]:
+        if self.fixed_variant is not None:
+            variant = self.fixed_variant if self.fixed_variant in variants else CAPTION_VARIANTS[0]
+            return variant, (True,) * len(TEXT_ENCODERS)
+        ident = (self.seed, source, epoch, shard, index)
+        keep = tuple(rng.uniform(ident[0], rng.DROPOUT, *ident[1:], i) >= self.text_dropout
+                     for i in range(len(TEXT_ENCODERS)))
+        syn = rng.uniform(ident[0], rng.CAPTION, *ident[1:]) < self.synthetic_prob
+        variant = "syn" if syn and "syn" in variants else CAPTION_VARIANTS[0]
+        return variant, keep
+
+
+@dataclass
+class Counters:
+    samples_read: int = 0
+    """Readable samples taken from shards (into the shuffle buffer or a bucket)."""
+    corrupt_samples: int = 0
+    corrupt_shards: int = 0
+    """Shards that could not be opened or read to their end; their readable samples count."""
+
+
+class SampleError(ValueError):
+    """One sample is malformed; the shard stays readable."""
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    # WebDataset's convention: the key ends at the first '.' of the basename.
+    slash = name.rfind("/") + 1
+    dot = name.find(".", slash)
+    return (name, "") if dot < 0 else (name[:dot], name[dot + 1:])
+
+
+class ShardReader:
+    """Turns a unit of a shard into RawSamples, counting (and warning about) what it skips."""
+
+    def __init__(self, layout: TextLayout, dtype: torch.dtype, channels: int, policy: SamplePolicy):
+        self.policy = policy
+        self.dtype_name = ST_NAMES[dtype]
+        self.channels = channels
+        self.widths = {e: getattr(layout, e) for e in TEXT_ENCODERS if getattr(layout, e)}
+        self.pooled = {e: getattr(layout, e + "_pooled") for e in CLIP_ENCODERS if getattr(layout, e + "_pooled")}
+        self.tokens = layout.tokens
+        self._format = SAFETENSORS_METADATA["format"]
+        self._spare: list[bytearray] = []
+        self._capacity = 0
+
+    def _buffer(self, n: int) -> bytearray:
+        """A buffer of at least n bytes: a recycled one when it fits (no allocation, no page
+        faults), else a new one sized for the largest sample so far."""
+        self._capacity = max(self._capacity, n)
+        while self._spare:
+            buf = self._spare.pop()
+            if len(buf) >= n:
+                return buf
+        return bytearray(self._capacity)
+
+    def recycle(self, buffers: list[bytearray], keep: int) -> None:
+        """Take back sample buffers whose bytes are no longer needed (after collation)."""
+        room = keep - len(self._spare)
+        if room > 0:
+            self._spare.extend(buffers[:room])
+
+    def read(self, url: str, unit: Unit, reader: int, epoch: int, pos: int, start: int,
+             want: Callable[[int], bool], counters: Counters) -> Iterator[tuple[int, RawSample]]:
+        """(index, sample) for every readable sample of `unit` with index >= start and want(index)."""
+        try:
+            stream = gopen(url)
+        except Exception as err:  # noqa: BLE001 -- any opener failure makes the shard unreadable
+            self._bad_shard(url, err, counters)
+            return
+        finished = False
+        try:
+            finished = yield from self._samples(TarStream(stream), url, unit, reader, epoch, pos, start, want,
+                                                counters)
+        finally:
+            try:
+                stream.close()
+            except Exception as err:  # noqa: BLE001 -- e.g. a pipe: command's non-zero exit
+                if finished:  # after an early stop or a counted error, the exit status is noise
+                    self._bad_shard(url, err, counters)
+
+    def _samples(self, tar: TarStream, url: str, unit: Unit, reader: int, epoch: int, pos: int, start: int,
+                 want: Callable[[int], bool], counters: Counters) -> Generator[tuple[int, RawSample], None, bool]:
+        """The samples of one opened shard; returns False if the shard broke off (counted)."""
+        index, key = -1, None
+        sample: Optional[dict] = None
+        while True:
+            try:
+                member = tar.next_member()
+            except (TarError, OSError) as err:  # OSError: a pipe: command that failed
+                self._bad_shard(url, err, counters)
+                return False
+            name_key, ext = _split_name(member[0]) if member else (None, "")
+            if member is None or name_key != key:
+                if sample is not None:
+                    done = self._finish(sample, url, counters)
+                    if done is not None:
+                        yield index, done
+                if member is None:
+                    return True
+                key, index = name_key, index + 1
+                wanted = index >= start and unit.wants(index) and want(index)
+                sample = {"key": key, "ref": (reader, epoch, pos, index), "unit": unit,
+                          "epoch": epoch, "index": index} if wanted else None
+            if sample is None or sample.get("error"):
+                continue
+            try:
+                if ext == META_EXT:
+                    sample["meta"] = tar.read(member[1])
+                elif ext == TENSORS_EXT:
+                    self._read_tensors(tar, sample)
+            except SampleError as err:
+                sample["error"] = str(err)
+            except (TarError, OSError) as err:
+                self._bad_shard(url, err, counters)
+                return False
+
+    def _bad_shard(self, url: str, err: Exception, counters: Counters) -> None:
+        counters.corrupt_shards += 1
+        warnings.warn(f"skipping the rest of shard {url}: {type(err).__name__}: {err}", RuntimeWarning, 2)
+
+    def _read_tensors(self, tar: TarStream, sample: dict) -> None:
+        if tar.left < 8:
+            raise SampleError("tensor member shorter than a safetensors header")
+        (n,) = struct.unpack("<Q", tar.read(8))
+        if n > tar.left:
+            raise SampleError(f"safetensors header length {n} exceeds the member")
+        try:
+            header = json.loads(tar.read(n))
+        except ValueError as err:
+            raise SampleError(f"bad safetensors header: {err}") from None
+        meta = header.pop("__metadata__", None) or {}
+        if meta.get("format") != self._format:
+            raise SampleError(f"tensor blob format {meta.get('format')!r}, this loader reads {self._format!r}")
+        variants = tuple(v for v in CAPTION_VARIANTS if any(k.startswith(v + ".") for k in header))
+        unit = sample["unit"]
+        variant, keep = self.policy.decide(unit.source, sample["epoch"], unit.shard, sample["index"], variants)
+        keep = tuple(k and enc in self.widths for k, enc in zip(keep, TEXT_ENCODERS))  # absent: never "kept"
+        needed = {LATENT_KEY: None}
+        for i, enc in enumerate(TEXT_ENCODERS):
+            if keep[i] and enc in self.widths:
+                needed[text_key(variant, enc)] = (self.tokens, self.widths[enc])
+                if enc in self.pooled:
+                    needed[text_key(variant, enc, pooled=True)] = (self.pooled[enc],)
+        missing = [k for k in needed if k not in header]
+        if missing:
+            raise SampleError(f"lacks tensors {missing}")
+        entries = []
+        for name, expected in needed.items():
+            info = header[name]
+            shape = tuple(int(x) for x in info["shape"])
+            if info["dtype"] != self.dtype_name:
+                raise SampleError(f"{name} is {info['dtype']}, the manifest says {self.dtype_name}")
+            if expected is None:
+                if len(shape) != 3 or shape[0] != self.channels:
+                    raise SampleError(f"latent shape {shape}, expected ({self.channels}, h, w)")
+            elif shape != expected:
+                raise SampleError(f"{name} shape {shape}, expected {expected}")
+            begin, end = (int(x) for x in info["data_offsets"])
+            entries.append((begin, end, name, shape))
+        entries.sort()
+        buf = self._buffer(sum(e[1] - e[0] for e in entries))
+        view = memoryview(buf)
+        parts, at, cursor = {}, 0, 0
+        for begin, end, name, shape in entries:
+            if begin < cursor or end > tar.left + cursor:
+                raise SampleError(f"{name} data offsets {begin}..{end} are out of bounds")
+            tar.skip(begin - cursor)
+            tar.readinto(view[at:at + end - begin])
+            parts[name] = (at, shape)
+            at, cursor = at + end - begin, end
+        sample.update(buf=buf, parts=parts, variant=variant, keep=keep)
+
+    def _finish(self, sample: dict, url: str, counters: Counters) -> Optional[RawSample]:
+        error = sample.get("error")
+        if error is None and "buf" not in sample:
+            error = f"no {TENSORS_EXT} member"
+        if error is None and "meta" not in sample:
+            error = f"no {META_EXT} member"
+        if error is None:
+            try:
+                meta = json.loads(sample["meta"])
+                out = RawSample(ref=sample["ref"], source=sample["unit"].source, key=sample["key"],
+                                buf=sample["buf"], parts=sample["parts"], variant=sample["variant"],
+                                keep=sample["keep"], caption=str(meta["captions"][sample["variant"]]),
+                                original_size=tuple(int(x) for x in meta["original_size"]),
+                                crop_box=tuple(int(x) for x in meta["crop_box"]))
+                counters.samples_read += 1
+                return out
+            except (ValueError, KeyError, TypeError) as err:
+                error = f"bad metadata: {type(err).__name__}: {err}"
+        counters.corrupt_samples += 1
+        warnings.warn(f"skipping sample {sample['key']!r} of {url}: {error}", RuntimeWarning, 3)
+        return None

@@ -1,0 +1,48 @@
+"""`mmdit-scale scaling-report`: fit scaling laws to runs' validation losses and write plots and a table."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "Fit scaling laws to runs' validation losses and write plots and a table."
+DESCRIPTION = (
+    "Read each RUN_DIR's config.yaml and metrics.jsonl (validation lines: step, val_loss, optional samples, "
+    "flops and eval/<name> metrics; see docs/recipes.md), fit L(C) = a*C^-b + c on the compute frontier and "
+    "loss against parameters at fixed steps, correlate validation loss with eval metrics, and write "
+    "PNG plots, scaling_report.md and scaling_fit.json into --out."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (one per model size or setting)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="directory for the plots, table and fits")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mmdit_scale.eval.scaling import RunDirError, read_run
+    from mmdit_scale.eval.scaling_report import write_scaling_report
+
+    try:
+        runs = [read_run(path) for path in args.runs]
+        report = write_scaling_report(runs, args.out)
+    except (RunDirError, ValueError) as err:
+        print(f"mmdit-scale scaling-report: {err}", file=sys.stderr)
+        return 2
+    for run in runs:
+        if run.skipped_lines:
+            print(f"note: {run.path}/metrics.jsonl: skipped {run.skipped_lines} unreadable line(s)", file=sys.stderr)
+        if not run.points:
+            print(f"note: {run.path} has no validation loss yet; left out", file=sys.stderr)
+    fit = report.compute_fit
+    if fit:
+        print(f"L(C) = {fit.a:.4g} * C^(-{fit.b:.4f}) + {fit.c:.4g} over {fit.points} frontier points "
+              f"(R^2 {fit.r2:.4f})")
+    else:
+        print("too few points on the compute frontier to fit L(C)")
+    for step, size_fit in report.params_fits.items():
+        print(f"step {step}: L(N) exponent {size_fit.b:.4f} over {size_fit.points} sizes")
+    for corr in report.correlations:
+        print(f"val loss vs {corr.metric}: Pearson {corr.pearson:.3f}, Spearman {corr.spearman:.3f} "
+              f"({corr.points} points)")
+    print(f"wrote {len(report.files)} files to {args.out}")
+    return 0

@@ -1,0 +1,224 @@
+"""The typed schema of a training run: one dataclass per recipe section.
+
+Every key a recipe may set is a field here, with its default and a docstring; docs/config.md
+lists them all. Choices are `Literal` types so the loader can reject a bad value with the
+allowed set in the message. Range checks live in `__post_init__` and name the dotted key.
+Pure Python: importing this module must not import torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mmdit_scale.flow.names import FORMULATIONS, MODE_S_MAX, MODE_S_MIN, TIMESTEP_SAMPLERS
+from mmdit_scale.model.config import MMDiTConfig
+
+# Built from the flow package's own tuples, so a new formulation or sampler needs no edit here.
+Formulation = Literal[FORMULATIONS]  # type: ignore[valid-type]
+TimestepSampler = Literal[TIMESTEP_SAMPLERS]  # type: ignore[valid-type]
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+@dataclass
+class FlowConfig:
+    """Forward process and training-timestep distribution (reference card section 4)."""
+
+    formulation: Formulation = "rf"
+    """Forward process and prediction target; the SD3 study's winner is rectified flow (`rf`)."""
+    timestep_sampler: TimestepSampler = "lognorm"
+    """Distribution of training timesteps t in (0, 1)."""
+    lognorm_m: float = 0.0
+    """Location m of `lognorm`: t = sigmoid(m + s * n), n ~ N(0, 1)."""
+    lognorm_s: float = 1.0
+    """Scale s of `lognorm`; lognorm(0.00, 1.00) ranked best in the SD3 study."""
+    mode_s: float = 1.29
+    """Scale s of `mode` (diffusers' default 1.29); must lie in [-1, 2 / (pi - 2)]."""
+    shift: float = 1.0
+    """Resolution shift alpha: t -> alpha t / (1 + (alpha - 1) t); 1.0 at 256 px, 3.0 at 1024 px."""
+
+    def __post_init__(self) -> None:
+        _require(self.lognorm_s > 0, f"flow.lognorm_s must be > 0, got {self.lognorm_s}")
+        _require(MODE_S_MIN <= self.mode_s <= MODE_S_MAX,
+                 f"flow.mode_s must lie in [{MODE_S_MIN}, {MODE_S_MAX:.4f}] (monotonic mode map), got {self.mode_s}")
+        _require(self.shift > 0, f"flow.shift must be > 0, got {self.shift}")
+
+
+@dataclass
+class DataConfig:
+    """Where the pre-encoded shards are and how batches are drawn from them."""
+
+    train: str = ""
+    """Directory of pre-encoded training shards (written by `mmdit-scale prepare`); empty: none yet."""
+    val: str = ""
+    """Directory of held-out shards for the validation loss; empty: no validation."""
+    resolution: int = 256
+    """Image side in pixels the shards were encoded at (latent side = resolution / 8)."""
+    buckets: tuple[tuple[int, int], ...] = ()
+    """(H, W) pixel sizes of the aspect-ratio buckets the shards were encoded with, H * W about
+    resolution^2 (SD3's mixed-aspect finetuning); empty: square resolution x resolution crops only.
+    Each batch holds one bucket, so this is also the set of shapes the model and memory must handle."""
+    num_workers: int = 2
+    """Loader workers per rank; 0 reads in the training process."""
+    caption_mix: float = 0.5
+    """Probability of the synthetic caption where a sample has both (SD3: 50/50 original/synthetic)."""
+    text_dropout: float = 0.464
+    """Probability that each text encoder's part (CLIP-L, CLIP-G, T5) is zeroed, independently (CFG)."""
+
+    def __post_init__(self) -> None:
+        _require(self.resolution > 0 and self.resolution % 8 == 0,
+                 f"data.resolution must be a positive multiple of 8 (the autoencoder's factor), got {self.resolution}")
+        _require(all(h > 0 and w > 0 and h % 8 == 0 and w % 8 == 0 for h, w in self.buckets),
+                 f"data.buckets sides must be positive multiples of 8 (the autoencoder's factor), got {self.buckets}")
+        _require(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
+        for name in ("caption_mix", "text_dropout"):
+            value = getattr(self, name)
+            _require(0.0 <= value <= 1.0, f"data.{name} is a probability in [0, 1], got {value}")
+
+
+@dataclass
+class TrainConfig:
+    """Length, batch and seed of the run. World size comes from the launcher, never from here."""
+
+    steps: int = 500_000
+    """Optimizer steps to train for (the SD3 scaling runs: 500k)."""
+    global_batch: int = 4096
+    """Samples per optimizer step over all ranks; gradient accumulation = global / (micro * world)."""
+    micro_batch: int = 32
+    """Samples per rank per forward/backward pass."""
+    seed: int = 0
+    """Seed of weights, data order, noise and timesteps; each rank derives its own stream from it."""
+    ema_decay: float = 0.99
+    """Decay of the weight EMA per EMA update."""
+    ema_every: int = 100
+    """Optimizer steps between EMA updates (SD3: 0.99 every 100 batches); 0 turns EMA off."""
+    init_from: str = ""
+    """Checkpoint or exported weights to start the model from (weights only; step and optimizer start fresh)."""
+    nan_tolerance: int = 10
+    """Optimizer steps in a row with a non-finite loss or gradient that are skipped (and counted)
+    before the run stops with exit code 65, keeping the last good checkpoint."""
+    compile: bool = False
+    """Compile the model with torch.compile through DeepSpeed (`engine.compile()`)."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "global_batch", "micro_batch"):
+            value = getattr(self, name)
+            _require(value > 0, f"train.{name} must be > 0, got {value}")
+        _require(self.micro_batch <= self.global_batch,
+                 f"train.micro_batch ({self.micro_batch}) exceeds train.global_batch ({self.global_batch})")
+        _require(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must lie in [0, 1), got {self.ema_decay}")
+        _require(self.ema_every >= 0, f"train.ema_every must be >= 0, got {self.ema_every}")
+        _require(self.nan_tolerance >= 1, f"train.nan_tolerance must be >= 1, got {self.nan_tolerance}")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW and its learning-rate schedule."""
+
+    lr: float = 1e-4
+    """Peak learning rate (SD3: 1e-4)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW (beta1, beta2)."""
+    eps: float = 1e-8
+    """AdamW epsilon; SD3's bf16 high-resolution finetune used 1e-15 against instability."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay."""
+    warmup_steps: int = 1000
+    """Steps of linear warm-up from 0 to lr (SD3: 1000)."""
+    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    """Shape after warm-up: hold lr, or decay it to min_lr at train.steps."""
+    min_lr: float = 0.0
+    """Final learning rate of the cosine and linear schedules."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this; 0 turns clipping off."""
+
+    def __post_init__(self) -> None:
+        _require(self.lr > 0, f"optim.lr must be > 0, got {self.lr}")
+        _require(self.eps > 0, f"optim.eps must be > 0, got {self.eps}")
+        _require(all(0.0 <= b < 1.0 for b in self.betas), f"optim.betas must lie in [0, 1), got {self.betas}")
+        _require(self.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {self.weight_decay}")
+        _require(self.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        _require(0 <= self.min_lr <= self.lr, f"optim.min_lr must lie in [0, optim.lr], got {self.min_lr}")
+        _require(self.grad_clip >= 0, f"optim.grad_clip must be >= 0, got {self.grad_clip}")
+
+
+@dataclass
+class ParallelConfig:
+    """How DeepSpeed shards and computes; the DeepSpeed JSON is generated from this section."""
+
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    """ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also parameters."""
+    precision: Literal["bf16", "fp32"] = "bf16"
+    """Compute precision; bf16 keeps fp32 master weights in the optimizer."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in backward: less memory, about a third more compute."""
+
+
+@dataclass
+class CheckpointConfig:
+    """When and where the run saves itself; a restarted run resumes from the newest checkpoint."""
+
+    every: int = 1000
+    """Optimizer steps between checkpoints."""
+    keep: int = 3
+    """Newest checkpoints to keep; older ones are deleted."""
+    dir: str = ""
+    """Checkpoint directory; empty: `checkpoints/` inside the run directory."""
+
+    def __post_init__(self) -> None:
+        _require(self.every > 0, f"checkpoint.every must be > 0, got {self.every}")
+        _require(self.keep >= 1, f"checkpoint.keep must be >= 1, got {self.keep}")
+
+
+@dataclass
+class LoggingConfig:
+    """Training metrics: loss, learning rate, throughput, MFU."""
+
+    every: int = 10
+    """Optimizer steps between metric lines."""
+    tensorboard: bool = True
+    """Also write TensorBoard event files into the run directory."""
+    peak_tflops: float = 0.0
+    """Peak dense bf16 TFLOP/s of one device for MFU; 0: looked up from the device name
+    (H100/H200 989, A100 312); MFU is not logged for an unknown device such as a CPU."""
+
+    def __post_init__(self) -> None:
+        _require(self.every > 0, f"logging.every must be > 0, got {self.every}")
+        _require(self.peak_tflops >= 0, f"logging.peak_tflops must be >= 0, got {self.peak_tflops}")
+
+
+@dataclass
+class EvalConfig:
+    """Validation loss on data.val: fixed noise and evenly spaced timesteps, comparable across runs."""
+
+    every: int = 1000
+    """Optimizer steps between validation passes; 0 turns validation off."""
+    val_batches: int = 4
+    """Micro-batches of data.val per validation pass."""
+    timesteps: int = 8
+    """Equally spaced t values the loss is averaged over (SD3 scaling study: 8)."""
+    seed: int = 0
+    """Seed of the fixed validation noise."""
+
+    def __post_init__(self) -> None:
+        _require(self.every >= 0, f"eval.every must be >= 0, got {self.every}")
+        _require(self.val_batches > 0, f"eval.val_batches must be > 0, got {self.val_batches}")
+        _require(self.timesteps > 0, f"eval.timesteps must be > 0, got {self.timesteps}")
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run needs, as loaded from a recipe: `load_config(path, overrides)`."""
+
+    model: MMDiTConfig = field(default_factory=MMDiTConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

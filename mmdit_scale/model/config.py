@@ -1,0 +1,97 @@
+"""MM-DiT size and layout configuration.
+
+Pure Python (no torch): the run-config schema embeds `MMDiTConfig` as its `model:` section and
+loads it from YAML through OmegaConf, so every field is a plain type OmegaConf can validate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+HEAD_DIM = 64
+"""Head dimension of the SD3 width ladder: hidden = 64 * depth with depth heads."""
+
+
+@dataclass
+class MMDiTConfig:
+    """Shape of an SD3-style MM-DiT (reference card section 1)."""
+
+    depth: int = 2
+    """Number of joint transformer blocks (the `d` of the scaling ladder)."""
+    hidden_size: Optional[int] = None
+    """Width D of both streams; None means 64 * depth."""
+    num_heads: Optional[int] = None
+    """Attention heads; None means depth (head dim 64)."""
+    patch_size: int = 2
+    """Side of the square latent patch that becomes one image token."""
+    in_channels: int = 16
+    """Latent channels coming from the autoencoder."""
+    out_channels: Optional[int] = None
+    """Channels of the predicted velocity; None means in_channels."""
+    context_dim: int = 4096
+    """Channel width of the text context sequence (CLIP-L/G zero-padded and T5-XXL)."""
+    pooled_dim: int = 2048
+    """Width of the pooled CLIP-L + CLIP-G text vector."""
+    mlp_ratio: float = 4.0
+    """MLP hidden width as a multiple of hidden_size."""
+    qk_norm: bool = False
+    """RMSNorm on queries and keys per head (SD3.5); stops attention-logit growth in bf16."""
+    dual_attention_layers: tuple[int, ...] = ()
+    """Block indices that get a second image-only self-attention (MM-DiT-X, SD3.5 Medium)."""
+    pos_embed_max_size: int = 192
+    """Side of the stored sin-cos position grid (in tokens) that every image centre-crops."""
+    sample_size: int = 128
+    """Base (training) latent side; positions are scaled by base/max, base = sample_size // patch_size."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.dual_attention_layers, (int, str)):
+            raise ValueError(
+                f"MMDiTConfig.dual_attention_layers must be a sequence of block indices, got {self.dual_attention_layers!r}")
+        # YAML gives lists (or OmegaConf ListConfigs); keep a hashable, immutable tuple.
+        self.dual_attention_layers = tuple(int(i) for i in self.dual_attention_layers)
+        if self.hidden_size is None:
+            self.hidden_size = HEAD_DIM * self.depth
+        if self.num_heads is None:
+            self.num_heads = self.depth
+        if self.out_channels is None:
+            self.out_channels = self.in_channels
+        self._validate()
+
+    def _validate(self) -> None:
+        positive = ("depth", "hidden_size", "num_heads", "patch_size", "in_channels", "out_channels",
+                    "context_dim", "pooled_dim", "pos_embed_max_size", "sample_size")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"MMDiTConfig.{name} must be a positive int, got {value!r}")
+        if self.mlp_ratio <= 0:
+            raise ValueError(f"MMDiTConfig.mlp_ratio must be > 0, got {self.mlp_ratio}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"MMDiTConfig.hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.hidden_size % 4:
+            # 2D sin-cos positions split D into four equal parts: (w, h) x (sin, cos).
+            raise ValueError(f"MMDiTConfig.hidden_size {self.hidden_size} must be divisible by 4 (2D sin-cos)")
+        bad = [i for i in self.dual_attention_layers if not 0 <= i < self.depth]
+        if bad:
+            raise ValueError(
+                f"MMDiTConfig.dual_attention_layers {bad} outside blocks 0..{self.depth - 1}")
+        if len(set(self.dual_attention_layers)) != len(self.dual_attention_layers):
+            raise ValueError(f"MMDiTConfig.dual_attention_layers has duplicates: {self.dual_attention_layers}")
+        if self.sample_size < self.patch_size:
+            raise ValueError(
+                f"MMDiTConfig.sample_size {self.sample_size} is smaller than patch_size {self.patch_size}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def base_size(self) -> int:
+        """Token-grid side of the training resolution; positions are scaled relative to it."""
+        return self.sample_size // self.patch_size
+
+    @classmethod
+    def from_depth(cls, depth: int, **overrides: Any) -> "MMDiTConfig":
+        """One rung of the SD3 ladder: hidden 64*depth, depth heads, everything else SD3's default."""
+        return cls(depth=depth, **overrides)

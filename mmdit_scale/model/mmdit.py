@@ -1,0 +1,106 @@
+"""SD3's MM-DiT as a velocity model: v = MMDiT(cfg)(x, t, context, pooled)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from mmdit_scale.model.block import JointBlock, layer_norm, modulate
+from mmdit_scale.model.config import MMDiTConfig
+from mmdit_scale.model.embeddings import TIME_FREQ_DIM, MLPEmbedder, PatchEmbed, timestep_features
+
+TIMESTEP_SCALE = 1000.0
+"""t in [0, 1] is embedded as 1000 * t, the range SD3's timestep embedding was designed for."""
+
+
+class FinalLayer(nn.Module):
+    """LayerNorm, adaLN (shift, scale) and a linear map to patch_size^2 * out_channels per token."""
+
+    def __init__(self, dim: int, out_dim: int):
+        super().__init__()
+        self.adaLN = nn.Linear(dim, 2 * dim)
+        self.linear = nn.Linear(dim, out_dim)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN(cond).unsqueeze(1).chunk(2, dim=-1)  # 2 x (B, 1, D)
+        return self.linear(modulate(layer_norm(x), shift, scale))  # (B, N, p*p*C)
+
+
+class MMDiT(nn.Module):
+    """Multimodal diffusion transformer of Stable Diffusion 3 (rectified-flow velocity prediction).
+
+    Construction initialises the weights; for large models build on the meta device, then
+    `to_empty(device=...)` and `init_weights()`.
+    """
+
+    def __init__(self, cfg: MMDiTConfig):
+        super().__init__()
+        self.cfg = cfg
+        dim = cfg.hidden_size
+        self.x_embedder = PatchEmbed(cfg.in_channels, dim, cfg.patch_size, cfg.pos_embed_max_size, cfg.base_size)
+        self.t_embedder = MLPEmbedder(TIME_FREQ_DIM, dim)
+        self.y_embedder = MLPEmbedder(cfg.pooled_dim, dim)
+        self.context_embedder = nn.Linear(cfg.context_dim, dim)
+        self.blocks = nn.ModuleList(
+            JointBlock(dim, cfg.num_heads, cfg.mlp_ratio, cfg.qk_norm,
+                       context_pre_only=i == cfg.depth - 1, dual_attention=i in cfg.dual_attention_layers)
+            for i in range(cfg.depth))
+        self.final_layer = FinalLayer(dim, cfg.patch_size ** 2 * cfg.out_channels)
+        self.activation_checkpointing = False
+        self.init_weights()
+
+    def set_activation_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each block's activations in backward instead of storing them (same numbers, less memory)."""
+        self.activation_checkpointing = enabled
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """DiT-style init; adaLN and the final linear start at zero so the model outputs exactly 0.
+
+        Also recomputes the position table, which is garbage after meta construction + `to_empty`.
+        A no-op on the meta device, where there are no values to fill.
+        """
+        if self.context_embedder.weight.is_meta:
+            return
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.RMSNorm):
+                module.reset_parameters()
+        proj = self.x_embedder.proj
+        nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))  # as a Linear over the patch
+        nn.init.zeros_(proj.bias)
+        for embedder in (self.t_embedder, self.y_embedder):
+            nn.init.normal_(embedder.fc1.weight, std=0.02)
+            nn.init.normal_(embedder.fc2.weight, std=0.02)
+        for block in self.blocks:
+            for stream in (block.x, block.context):
+                nn.init.zeros_(stream.adaLN.weight)
+                nn.init.zeros_(stream.adaLN.bias)
+        for layer in (self.final_layer.adaLN, self.final_layer.linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self.x_embedder.reset_pos_embed()
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """Velocity for latents x (B, C, H, W) at times t (B,) in [0, 1], text context (B, T, context_dim)
+        and pooled text (B, pooled_dim); returns (B, out_channels, H, W)."""
+        b, _, height, width = x.shape
+        p = self.cfg.patch_size
+        t = t.expand(b) if t.ndim == 0 else t  # (B,)
+        t_freq = timestep_features(TIMESTEP_SCALE * t).to(self.t_embedder.fc1.weight.dtype)  # (B, 256)
+        # Every adaLN starts with SiLU of the same vector: apply it once here.
+        cond = F.silu(self.t_embedder(t_freq) + self.y_embedder(pooled))  # (B, D)
+        h = self.x_embedder(x)  # (B, N, D), N = (H/p) * (W/p)
+        c = self.context_embedder(context)  # (B, T, D)
+        for block in self.blocks:
+            if self.activation_checkpointing and torch.is_grad_enabled():
+                h, c = checkpoint(block, h, c, cond, use_reentrant=False)
+            else:
+                h, c = block(h, c, cond)  # (B, N, D), (B, T, D) or None after the last block
+        out = self.final_layer(h, cond)  # (B, N, p*p*C)
+        gh, gw, channels = height // p, width // p, self.cfg.out_channels
+        out = out.view(b, gh, gw, p, p, channels).permute(0, 5, 1, 3, 2, 4)  # (B, C, h, p, w, p)
+        return out.reshape(b, channels, gh * p, gw * p)  # (B, C, H, W)

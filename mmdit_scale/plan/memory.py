@@ -1,0 +1,149 @@
+"""Memory per GPU of a DeepSpeed ZeRO run: model states, activations and DeepSpeed's buffers.
+
+Model states follow the reference card (section 7). Mixed-precision (bf16) Adam keeps, per
+parameter, 2 bytes of bf16 weights, 2 of bf16 gradients and 12 of fp32 optimizer state (master
+weights, m, v); ZeRO-1 shards the optimizer state over the N ranks, ZeRO-2 also the gradients,
+ZeRO-3 also the weights:
+
+    ZeRO-1: 4 psi + 12 psi / N      ZeRO-2: 2 psi + 14 psi / N      ZeRO-3: 16 psi / N
+
+fp32 training has no master copy: 4 + 4 bytes of weights and gradients, 8 of Adam state.
+
+Activations are what autograd saves for backward, counted from `MMDiT.forward` (in elements of
+the compute dtype, per sample) and checked against the tensors the real model saves
+(tests/unit/test_plan_memory.py). Flash-style attention is assumed: no S x S matrix is stored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mmdit_scale.model.config import MMDiTConfig
+from mmdit_scale.plan.tokens import Tokens
+
+GIB = 2**30
+"""Memory is reported in GiB (2^30 bytes), the unit nvidia-smi and torch.cuda report in; an "80 GB"
+H100 shows about 79.6 of them."""
+
+ZERO_STAGES = (1, 2, 3)
+
+BYTES_PER_ELEMENT = {"bf16": 2, "fp32": 4}
+
+STATE_BYTES = {
+    # precision: (weights, gradients, optimizer) bytes per parameter
+    "bf16": (2, 2, 12),
+    "fp32": (4, 4, 8),
+}
+
+# Saved activations per token, in units of the width D, of one stream of one joint block:
+# norm input and output, modulated input, q/k/v, their joint concatenation, the attention output,
+# proj input and output, the MLP's fc1 and GELU outputs (4 D each), fc2 output, ...
+FULL_STREAM = 21
+PRE_ONLY_STREAM = 7
+"""The last block's text stream: norm, modulation and its share of the joint attention only."""
+QK_NORM_EXTRA = 5
+"""RMSNorm keeps the raw qkv projection (3 D) for backward, and the normalised q and k (2 D) are new tensors."""
+DUAL_ATTENTION = 6
+"""MM-DiT-X attn2 on the image tokens: modulated input, q/k/v, output, proj input and output."""
+FINAL_LAYER = 3
+"""Final layer per image token: norm input, norm output, modulated input of the output linear."""
+CHECKPOINTED_BLOCK = 1
+"""With activation checkpointing a block keeps only its inputs: the image and text streams (D per token)."""
+
+# DeepSpeed's defaults (deepspeed.runtime.zero.config), in elements.
+REDUCE_BUCKET = 500_000_000
+ALLGATHER_BUCKET = 500_000_000
+PREFETCH_BUCKET = 50_000_000
+
+USABLE_FRACTION = 0.9
+"""Share of a card's memory a plan may fill: the CUDA context, cuBLAS/NCCL workspaces and
+allocator fragmentation take the rest."""
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Bytes per GPU of one configuration."""
+
+    weights: float
+    gradients: float
+    optimizer: float
+    activations: float
+    buffers: float
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.gradients + self.optimizer + self.activations + self.buffers
+
+    def gib(self) -> dict[str, float]:
+        parts = {k: getattr(self, k) for k in ("weights", "gradients", "optimizer", "activations", "buffers")}
+        return {k: v / GIB for k, v in {**parts, "total": self.total}.items()}
+
+
+def model_states(params: int, gpus: int, stage: int, precision: str) -> tuple[float, float, float]:
+    """(weights, gradients, optimizer) bytes per GPU under ZeRO `stage` (0 = plain data parallel)."""
+    weights, grads, optim = (b * params for b in STATE_BYTES[precision])
+    return (weights / gpus if stage >= 3 else weights,
+            grads / gpus if stage >= 2 else grads,
+            optim / gpus if stage >= 1 else optim)
+
+
+def deepspeed_buffers(params: int, largest_layer: int, stage: int, precision: str) -> float:
+    """DeepSpeed's communication buffers at its default bucket sizes (capped by the model size).
+
+    ZeRO-1/2: the gradient reduce bucket and the all-gather bucket for updated weights.
+    ZeRO-3: the reduce bucket, the prefetch bucket, and the largest layer's gathered weights and
+    gradients (DeepSpeed's own estimator counts 4 bytes per parameter of the largest layer).
+    """
+    element = BYTES_PER_ELEMENT[precision]
+    if stage == 0:
+        return 0.0
+    if stage < 3:
+        return element * (min(REDUCE_BUCKET, params) + min(ALLGATHER_BUCKET, params))
+    return element * (min(REDUCE_BUCKET, params) + min(PREFETCH_BUCKET, params) + 2 * largest_layer)
+
+
+def _block_elements(cfg: MMDiTConfig, tokens: Tokens, index: int) -> int:
+    """Saved activations of block `index` for one sample, in elements."""
+    qk = QK_NORM_EXTRA if cfg.qk_norm else 0
+    text = PRE_ONLY_STREAM if index == cfg.depth - 1 else FULL_STREAM
+    elements = (FULL_STREAM + qk) * tokens.image + (text + qk) * tokens.text
+    if index in cfg.dual_attention_layers:
+        elements += (DUAL_ATTENTION + qk) * tokens.image
+    return elements * cfg.hidden_size
+
+
+def activation_elements(cfg: MMDiTConfig, tokens: Tokens, checkpointing: bool) -> int:
+    """Elements autograd keeps for backward, per sample.
+
+    Outside the blocks: the data inputs of the patch and context embedders (kept for their weight
+    gradients) and the final layer. With checkpointing each block keeps its inputs and recomputes
+    the rest in backward, one block at a time.
+    """
+    outside = (cfg.in_channels * cfg.patch_size**2 * tokens.image + cfg.context_dim * tokens.text
+               + FINAL_LAYER * cfg.hidden_size * tokens.image)
+    if checkpointing:
+        return outside + cfg.depth * CHECKPOINTED_BLOCK * cfg.hidden_size * tokens.total
+    return outside + sum(_block_elements(cfg, tokens, i) for i in range(cfg.depth))
+
+
+def activation_bytes(cfg: MMDiTConfig, tokens: Tokens, micro_batch: int, precision: str,
+                     checkpointing: bool) -> float:
+    """Peak activation bytes of one micro-batch: what is saved plus one block's working set.
+
+    The working set is the block being recomputed under checkpointing, and stands for the
+    gradient buffers of the block being differentiated without it.
+    """
+    working = max(_block_elements(cfg, tokens, i) for i in range(cfg.depth))
+    per_sample = activation_elements(cfg, tokens, checkpointing) + working
+    return float(micro_batch * per_sample * BYTES_PER_ELEMENT[precision])
+
+
+def memory_per_gpu(params: int, largest_layer: int, cfg: MMDiTConfig, tokens: Tokens, micro_batch: int,
+                   gpus: int, stage: int, precision: str, checkpointing: bool) -> Memory:
+    weights, grads, optim = model_states(params, gpus, stage, precision)
+    return Memory(weights=weights, gradients=grads, optimizer=optim,
+                  activations=activation_bytes(cfg, tokens, micro_batch, precision, checkpointing),
+                  buffers=deepspeed_buffers(params, largest_layer, stage, precision))
+
+
+def fits(memory: Memory, gpu_memory_gib: float) -> bool:
+    return memory.total <= USABLE_FRACTION * gpu_memory_gib * GIB

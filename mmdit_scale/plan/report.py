@@ -1,0 +1,165 @@
+"""The whole plan of one recipe on N GPUs: size, FLOPs, memory by ZeRO stage, batch, time and data.
+
+`make_plan(cfg, Hardware(gpus=64))` computes it; `to_json` and `to_text` present it. The numbers
+come from params.py (the meta-device model), flops.py, memory.py and dataset.py.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from mmdit_scale.config import RunConfig
+from mmdit_scale.plan.dataset import SampleBytes, sample_bytes
+from mmdit_scale.plan.flops import Flops, training_flops
+from mmdit_scale.plan.memory import GIB, USABLE_FRACTION, ZERO_STAGES, Memory, activation_bytes, fits, memory_per_gpu
+from mmdit_scale.plan.params import ParamCount, count_parameters
+from mmdit_scale.plan.suggest import Suggestion, suggestions
+from mmdit_scale.plan.tokens import Tokens, largest_tokens, square_tokens
+
+PEAK_TFLOPS = {"bf16": 989.4, "fp32": 494.7}
+"""Dense peak of an H100 SXM: bf16 tensor cores, and TF32 tensor cores for fp32 runs."""
+
+DEFAULT_MFU = 0.4
+
+
+@dataclass(frozen=True)
+class Hardware:
+    gpus: int
+    gpu_memory_gib: float = 80.0
+    mfu: float = DEFAULT_MFU
+    """Model FLOPs utilisation: training FLOPs (recomputation not counted) / (GPUs x peak)."""
+    peak_tflops: Optional[float] = None
+    """Per-GPU peak; None: PEAK_TFLOPS of the recipe's precision."""
+
+    def __post_init__(self) -> None:
+        if self.gpus < 1:
+            raise ValueError(f"--gpus must be >= 1, got {self.gpus}")
+        if self.gpu_memory_gib <= 0:
+            raise ValueError(f"--gpu-memory must be > 0, got {self.gpu_memory_gib}")
+        if not 0.0 < self.mfu <= 1.0:
+            raise ValueError(f"--mfu must lie in (0, 1], got {self.mfu}")
+        if self.peak_tflops is not None and self.peak_tflops <= 0:
+            raise ValueError(f"--peak-tflops must be > 0, got {self.peak_tflops}")
+
+
+@dataclass(frozen=True)
+class Plan:
+    cfg: RunConfig
+    hardware: Hardware
+    params: ParamCount
+    tokens: Tokens
+    """Tokens of a data.resolution square image: what FLOPs and time are quoted for."""
+    largest: Tokens
+    """Tokens of the largest aspect bucket: what memory is planned for."""
+    flops: Flops
+    memory: dict[int, Memory]
+    """Per ZeRO stage (1-3, and 0 if the recipe uses it), at the recipe's micro-batch and checkpointing."""
+    activations: dict[bool, float]
+    """Activation bytes per GPU without (False) and with (True) checkpointing."""
+    grad_accum: int
+    samples_per_step: int
+    step_seconds: float
+    data: SampleBytes
+    suggestions: list[Suggestion]
+
+    @property
+    def fits_by_stage(self) -> dict[int, bool]:
+        return {stage: fits(m, self.hardware.gpu_memory_gib) for stage, m in self.memory.items()}
+
+    @property
+    def fits(self) -> bool:
+        return any(self.fits_by_stage.values())
+
+    @property
+    def peak_tflops(self) -> float:
+        return self.hardware.peak_tflops or PEAK_TFLOPS[self.cfg.parallel.precision]
+
+    @property
+    def total_days(self) -> float:
+        return self.cfg.train.steps * self.step_seconds / 86400.0
+
+    @property
+    def total_flops(self) -> float:
+        return self.cfg.train.steps * self.samples_per_step * self.flops.training
+
+    @property
+    def total_bytes(self) -> float:
+        """Pre-encoded bytes read over the run (the dataset's size if it is one epoch)."""
+        return self.cfg.train.steps * self.samples_per_step * self.data.total
+
+    @property
+    def samples_per_second_per_gpu(self) -> float:
+        return self.samples_per_step / self.step_seconds / self.hardware.gpus
+
+
+def make_plan(cfg: RunConfig, hardware: Hardware, params: Optional[ParamCount] = None) -> Plan:
+    params = params or count_parameters(cfg.model)
+    tokens, largest = square_tokens(cfg), largest_tokens(cfg)
+    flops = training_flops(cfg.model, tokens)
+    precision, micro = cfg.parallel.precision, cfg.train.micro_batch
+
+    def memory_at(stage: int, micro_batch: int, ckpt: bool, gpus: int) -> Memory:
+        return memory_per_gpu(params.total, params.largest_layer, cfg.model, largest, micro_batch, gpus,
+                              stage, precision, ckpt)
+
+    ckpt = cfg.parallel.activation_checkpointing
+    # ZeRO-1/2/3 always; stage 0 (plain data parallel) too when the recipe asks for it.
+    stages = sorted({*ZERO_STAGES, cfg.parallel.zero_stage})
+    memory = {stage: memory_at(stage, micro, ckpt, hardware.gpus) for stage in stages}
+    activations = {flag: activation_bytes(cfg.model, largest, micro, precision, flag) for flag in (False, True)}
+    grad_accum = max(1, math.ceil(cfg.train.global_batch / (micro * hardware.gpus)))
+    samples_per_step = grad_accum * micro * hardware.gpus
+    peak = hardware.peak_tflops or PEAK_TFLOPS[precision]
+    step_seconds = samples_per_step * flops.training / (hardware.gpus * peak * 1e12 * hardware.mfu)
+    advice = [] if fits(memory[cfg.parallel.zero_stage], hardware.gpu_memory_gib) else suggestions(
+        memory_at, lambda m: fits(m, hardware.gpu_memory_gib), cfg.parallel.zero_stage, micro, ckpt, hardware.gpus,
+        cfg.train.global_batch)
+    return Plan(cfg=cfg, hardware=hardware, params=params, tokens=tokens, largest=largest, flops=flops,
+                memory=memory, activations=activations, grad_accum=grad_accum, samples_per_step=samples_per_step,
+                step_seconds=step_seconds, data=sample_bytes(cfg), suggestions=advice)
+
+
+def _zero(stage: int) -> str:
+    return f"zero{stage}"
+
+
+def to_json(plan: Plan) -> dict[str, Any]:
+    """The plan as one JSON-able object (the `--json` output); memory in GiB."""
+    cfg, hw = plan.cfg, plan.hardware
+    return {
+        "model": {"depth": cfg.model.depth, "hidden_size": cfg.model.hidden_size, "num_heads": cfg.model.num_heads,
+                  "qk_norm": cfg.model.qk_norm},
+        "params": plan.params.total,
+        "tokens": {"image": plan.tokens.image, "text": plan.tokens.text, "largest_image": plan.largest.image},
+        "flops_per_sample": plan.flops.training,
+        "flops_per_sample_forward": plan.flops.forward,
+        "flops_per_sample_headline": plan.flops.headline,
+        "attention_fraction": plan.flops.attention_fraction,
+        "gpus": hw.gpus,
+        "gpu_memory_gb": hw.gpu_memory_gib,
+        "usable_fraction": USABLE_FRACTION,
+        "precision": cfg.parallel.precision,
+        "zero_stage": cfg.parallel.zero_stage,
+        "activation_checkpointing": cfg.parallel.activation_checkpointing,
+        "memory_per_gpu_gb": {_zero(s): m.total / GIB for s, m in plan.memory.items()},
+        "memory_breakdown_gb": {_zero(s): m.gib() for s, m in plan.memory.items()},
+        "activations_gb": {"stored": plan.activations[False] / GIB, "checkpointed": plan.activations[True] / GIB},
+        "fits_by_stage": {_zero(s): ok for s, ok in plan.fits_by_stage.items()},
+        "fits": plan.fits,
+        "suggestions": [{"change": s.change, "overrides": list(s.overrides), "zero_stage": s.zero_stage,
+                         "memory_per_gpu_gb": s.memory_gib} for s in plan.suggestions],
+        "global_batch": cfg.train.global_batch,
+        "micro_batch": cfg.train.micro_batch,
+        "grad_accum": plan.grad_accum,
+        "samples_per_step": plan.samples_per_step,
+        "mfu": hw.mfu,
+        "peak_tflops": plan.peak_tflops,
+        "step_seconds": plan.step_seconds,
+        "steps": cfg.train.steps,
+        "total_days": plan.total_days,
+        "total_flops": plan.total_flops,
+        "bytes_per_sample": plan.data.total,
+        "total_bytes": plan.total_bytes,
+        "read_bytes_per_second_per_gpu": plan.samples_per_second_per_gpu * plan.data.total,
+    }
