@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmdit_scale.interop import from_diffusers  # noqa: E402
 from mmdit_scale.interop.diffusers_sd3 import config_to_diffusers  # noqa: E402
+from mmdit_scale.interop.parity import max_rel_diff, randomise_parameters  # noqa: E402
 from mmdit_scale.model import MMDiTConfig  # noqa: E402
 
 NUMERICS_TOLERANCE = 1e-4
@@ -60,26 +61,12 @@ def presets(name: str) -> list[Case]:
     ]
 
 
-@torch.no_grad()
-def randomise(model: torch.nn.Module, seed: int) -> None:
-    """Random weights everywhere (zero-init adaLN and output included) so that every path is exercised."""
-    for name, p in model.named_parameters():
-        gen = torch.Generator(device=p.device).manual_seed(seed)
-        seed += 1
-        if p.ndim >= 2:
-            p.normal_(0, p[0].numel() ** -0.5, generator=gen)
-        elif "norm" in name:
-            p.normal_(1, 0.1, generator=gen)
-        else:
-            p.normal_(0, 0.1, generator=gen)
-
-
 def build(case: Case, device: torch.device):
     from diffusers import SD3Transformer2DModel
 
     with device:  # built in place: initialising a 2B model on the host first would dominate a GPU run
         theirs = SD3Transformer2DModel(**config_to_diffusers(case.cfg))
-    randomise(theirs, seed=0)
+    randomise_parameters(theirs, seed=0)
     ours = from_diffusers(theirs)
     return ours, theirs
 
@@ -104,10 +91,8 @@ def run_theirs(model, inp):
 
 
 @torch.no_grad()
-def max_rel_diff(ours, theirs, inp) -> float:
-    ref = run_theirs(theirs, inp).float()
-    out = run_ours(ours, inp).float()
-    return ((out - ref).abs().max() / ref.abs().max()).item()
+def output_rel_diff(ours, theirs, inp) -> float:
+    return max_rel_diff(run_ours(ours, inp), run_theirs(theirs, inp))
 
 
 def step(run, model, inp, autocast) -> None:
@@ -142,7 +127,7 @@ class Timer:
 def bench_case(case: Case, device: torch.device, dtype: str, iters: int, warmup: int) -> dict:
     ours, theirs = build(case, device)
     inp = make_inputs(case, device, seed=1)
-    rel = max_rel_diff(ours, theirs, inp)
+    rel = output_rel_diff(ours, theirs, inp)
     if not rel <= NUMERICS_TOLERANCE:
         raise SystemExit(f"{case.name}: outputs differ (max rel diff {rel:.3g}); refusing to time")
     if dtype == "bf16":

@@ -7,7 +7,6 @@ so a seeded CPU generator gives the same timesteps on any accelerator. Apply the
 """
 from __future__ import annotations
 
-import difflib
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from mmdit_scale.flow.names import MODE_S_MAX, MODE_S_MIN
+from mmdit_scale.flow.names import MODE_S_MAX, MODE_S_MIN, lookup
 
 # Draws are clamped to [_EDGE, 1 - _EDGE]: 1 - 2^-24 is the largest float32 below 1, so a float32
 # draw never rounds to an endpoint, where rf's weight and the eps formulations blow up.
@@ -161,8 +160,4 @@ TIMESTEP_SAMPLER_REGISTRY: dict[str, type[TimestepSampler]] = {
 
 def get_timestep_sampler(name: str, **options: Any) -> TimestepSampler:
     """Build a sampler by name; options are its fields (`lognorm`: m, s; `mode`: s)."""
-    if name not in TIMESTEP_SAMPLER_REGISTRY:
-        near = difflib.get_close_matches(name, TIMESTEP_SAMPLER_REGISTRY, n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise ValueError(f"unknown timestep sampler {name!r}{hint}; choose one of {sorted(TIMESTEP_SAMPLER_REGISTRY)}")
-    return TIMESTEP_SAMPLER_REGISTRY[name](**options)
+    return lookup(TIMESTEP_SAMPLER_REGISTRY, name, "timestep sampler")(**options)

@@ -8,6 +8,7 @@ import torch
 
 from mmdit_scale.interop import from_diffusers, to_diffusers
 from mmdit_scale.interop.diffusers_sd3 import state_dict_to_diffusers
+from mmdit_scale.interop.parity import max_rel_diff, randomise_parameters
 from mmdit_scale.model import MMDiT, MMDiTConfig
 
 diffusers = pytest.importorskip("diffusers")
@@ -36,20 +37,8 @@ def make_diffusers(overrides: dict, seed: int = 0):
     kwargs = dict(sample_size=16, patch_size=2, in_channels=8, out_channels=8, joint_attention_dim=40,
                   caption_projection_dim=heads * head_dim, pooled_projection_dim=24, pos_embed_max_size=24)
     model = SD3(**{**kwargs, **overrides})
-    randomise_(model, seed)
+    randomise_parameters(model, seed)
     return model
-
-
-@torch.no_grad()
-def randomise_(model: torch.nn.Module, seed: int) -> None:
-    """Random values in every parameter (diffusers' and our zero-init layers too), activations kept O(1)."""
-    gen = torch.Generator().manual_seed(seed)
-    for name, p in model.named_parameters():
-        noise = torch.randn(p.shape, generator=gen)
-        if p.ndim > 1:
-            p.copy_(noise * p[0].numel() ** -0.5)
-        else:
-            p.copy_(noise * 0.1 + ("norm" in name))  # norm scales around 1, biases around 0
 
 
 def make_inputs(model, h: int, w: int, batch: int = 2, text: int = 9, seed: int = 1):
@@ -70,7 +59,7 @@ def assert_parity(ours: MMDiT, theirs, x, t, ctx, pooled) -> None:
         out = ours(x, t, ctx, pooled)
     assert out.shape == ref.shape == x.shape
     assert ref.abs().max() > 0.1  # a real signal, not zero-init
-    err = (out - ref).abs().max() / ref.abs().max()
+    err = max_rel_diff(out, ref)
     assert err <= REL_TOL, f"max rel diff {err:.3g}"
 
 

@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from mmdit_scale.interop.parity import randomise_parameters
 from mmdit_scale.model import MMDiT, MMDiTConfig
 from mmdit_scale.model.embeddings import sincos_2d_table, timestep_features
 
@@ -24,18 +25,6 @@ def inputs(cfg: MMDiTConfig, batch: int = 2, h: int = 16, w: int = 16, text: int
     gen = torch.Generator().manual_seed(seed)
     return (torch.randn(batch, cfg.in_channels, h, w, generator=gen), torch.rand(batch, generator=gen),
             torch.randn(batch, text, cfg.context_dim, generator=gen), torch.randn(batch, cfg.pooled_dim, generator=gen))
-
-
-@torch.no_grad()
-def randomise_(model: torch.nn.Module, seed: int = 0) -> None:
-    """Non-zero weights everywhere, the zero-init adaLN and output layers included."""
-    gen = torch.Generator().manual_seed(seed)
-    for name, p in model.named_parameters():
-        noise = torch.randn(p.shape, generator=gen)
-        if p.ndim > 1:
-            p.copy_(noise * p[0].numel() ** -0.5)
-        else:
-            p.copy_(noise * 0.1 + ("norm" in name))
 
 
 def test_from_depth_is_the_sd3_ladder():
@@ -153,7 +142,7 @@ def test_parameter_count_landmarks():
 def test_activation_checkpointing_gives_identical_outputs_and_grads():
     cfg = MMDiTConfig(**{**TINY, "depth": 3}, qk_norm=True, dual_attention_layers=(1,))
     model = MMDiT(cfg)
-    randomise_(model)
+    randomise_parameters(model)
     args = inputs(cfg, h=8, w=12)
 
     def run():
