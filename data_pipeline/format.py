@@ -10,14 +10,17 @@ A shard is a WebDataset tar. Each sample is exactly two tar members:
   Hidden states are stored INCLUDING pad positions, exactly as the reference pipelines feed them
   (reference card section 2): dropping pads would change the conditioning.
 - `KEY.json`: `{"key", "captions": {"orig": str, "syn": str?}, "original_size": [h, w],
-  "crop_box": [left, top, right, bottom], "size": [H, W]}`.
+  "crop_box": [left, top, right, bottom], "size": [H, W]}`, read and written only through
+  `decode_meta`/`encode_meta`.
 
 Text encoders are stored separately (not pre-concatenated) so the loader can drop each one
-independently; `assemble_text` builds the model's (context, pooled) from them. Provenance and
-manifest helpers live in `data_pipeline.manifest`.
+independently; `TextLayout.placements()` says where each lands in the model's (context, pooled),
+and both `assemble_text` and the loader's collator write through it. Provenance and manifest
+helpers live in `data_pipeline.manifest`.
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Union
@@ -85,11 +88,11 @@ def sanitize_key(key: str) -> str:
 
 
 @dataclass
-class Sample:
-    """One decoded sample: tensors as stored plus its metadata."""
+class SampleMeta:
+    """The JSON member of a sample. `encode_meta`/`decode_meta` are the only code that knows its
+    field names, so the writer, `decode_sample` and the training loader cannot drift apart."""
 
     key: str
-    tensors: dict[str, torch.Tensor]
     captions: dict[str, str]
     original_size: tuple[int, int]
     """(h, w) of the source image after EXIF orientation, before crop/resize."""
@@ -100,10 +103,57 @@ class Sample:
     extra: dict = field(default_factory=dict)
     """Other JSON fields a newer writer may add; kept, never interpreted."""
 
+
+def encode_meta(meta: SampleMeta) -> bytes:
+    """The JSON member's bytes; sorted keys, so output bytes depend only on the inputs."""
+    obj = {
+        "key": meta.key,
+        "captions": {v: meta.captions[v] for v in CAPTION_VARIANTS if v in meta.captions},
+        "original_size": [int(x) for x in meta.original_size],
+        "crop_box": [int(x) for x in meta.crop_box],
+        "size": [int(x) for x in meta.size],
+        **meta.extra,
+    }
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True).encode("utf-8")
+
+
+def decode_meta(raw: bytes) -> SampleMeta:
+    """Inverse of `encode_meta`; raises ValueError on malformed metadata so a reader can count
+    the sample and move on."""
+    try:
+        obj = json.loads(bytes(raw).decode("utf-8"))
+        key = obj.pop("key")
+        captions = {str(v): str(text) for v, text in obj.pop("captions").items()}
+        original_size = tuple(int(x) for x in obj.pop("original_size"))
+        crop_box = tuple(int(x) for x in obj.pop("crop_box"))
+        size = tuple(int(x) for x in obj.pop("size"))
+    except Exception as err:  # JSON, UTF-8, missing-field and type errors alike
+        raise ValueError(f"malformed sample metadata: {type(err).__name__}: {err}") from err
+    return SampleMeta(key=key, captions=captions, original_size=original_size, crop_box=crop_box, size=size,
+                      extra=obj)
+
+
+@dataclass
+class Sample:
+    """One decoded sample: tensors as stored plus its metadata (fields as in `SampleMeta`)."""
+
+    key: str
+    tensors: dict[str, torch.Tensor]
+    captions: dict[str, str]
+    original_size: tuple[int, int]
+    crop_box: tuple[int, int, int, int]
+    size: tuple[int, int]
+    extra: dict = field(default_factory=dict)
+
     @property
     def variants(self) -> tuple[str, ...]:
         """Caption variants the sample has tensors or text for, in CAPTION_VARIANTS order."""
         return tuple(v for v in CAPTION_VARIANTS if v in self.captions)
+
+    @property
+    def meta(self) -> SampleMeta:
+        return SampleMeta(key=self.key, captions=self.captions, original_size=self.original_size,
+                          crop_box=self.crop_box, size=self.size, extra=self.extra)
 
 
 def encode_sample(sample: Sample, dtype: str = "bf16") -> dict[str, bytes]:
@@ -122,18 +172,7 @@ def encode_sample(sample: Sample, dtype: str = "bf16") -> dict[str, bytes]:
         name: (t.detach().to("cpu", target) if t.is_floating_point() else t.detach().cpu()).contiguous()
         for name, t in sample.tensors.items()
     }
-    meta = {
-        "key": sample.key,
-        "captions": {v: sample.captions[v] for v in CAPTION_VARIANTS if v in sample.captions},
-        "original_size": [int(x) for x in sample.original_size],
-        "crop_box": [int(x) for x in sample.crop_box],
-        "size": [int(x) for x in sample.size],
-        **sample.extra,
-    }
-    return {
-        TENSORS_EXT: _st_save(tensors, metadata=SAFETENSORS_METADATA),
-        META_EXT: json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8"),
-    }
+    return {TENSORS_EXT: _st_save(tensors, metadata=SAFETENSORS_METADATA), META_EXT: encode_meta(sample.meta)}
 
 
 def decode_sample(entries: Mapping[str, bytes]) -> Sample:
@@ -147,18 +186,28 @@ def decode_sample(entries: Mapping[str, bytes]) -> Sample:
         raise ValueError(f"sample lacks member {err.args[0]!r}; has {sorted(entries)}") from None
     try:
         tensors = _st_load(bytes(raw_tensors))
-        meta = json.loads(bytes(raw_meta).decode("utf-8"))
-        key = meta.pop("key")
-        captions = dict(meta.pop("captions"))
-        original_size = tuple(int(x) for x in meta.pop("original_size"))
-        crop_box = tuple(int(x) for x in meta.pop("crop_box"))
-        size = tuple(int(x) for x in meta.pop("size"))
     except Exception as err:  # safetensors raises its own error types; normalise for the caller
-        raise ValueError(f"malformed sample: {type(err).__name__}: {err}") from err
+        raise ValueError(f"malformed sample tensors: {type(err).__name__}: {err}") from err
+    meta = decode_meta(raw_meta)
     if LATENT_KEY not in tensors:
-        raise ValueError(f"sample {key!r} has no {LATENT_KEY!r} tensor")
-    return Sample(key=key, tensors=tensors, captions=captions, original_size=original_size,
-                  crop_box=crop_box, size=size, extra=meta)
+        raise ValueError(f"sample {meta.key!r} has no {LATENT_KEY!r} tensor")
+    return Sample(key=meta.key, tensors=tensors, captions=meta.captions, original_size=meta.original_size,
+                  crop_box=meta.crop_box, size=meta.size, extra=meta.extra)
+
+
+Span = tuple[int, int]
+"""[start, stop) of an index range."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one encoder's stored tensors go in the assembled text inputs:
+    `context[..., rows[0]:rows[1], cols[0]:cols[1]]` holds its (tokens, width) hidden states and
+    `pooled[..., pooled[0]:pooled[1]]` its pooled vector (None: the encoder has none)."""
+
+    rows: Span
+    cols: Span
+    pooled: Optional[Span] = None
 
 
 @dataclass(frozen=True)
@@ -176,6 +225,11 @@ class TextLayout:
     context_dim: Optional[int] = None
     """Channel width of the assembled context; None means the natural width (T5's when present,
     else CLIP-L + CLIP-G). Larger values zero-pad, as SD3 pads CLIP's 2048 to T5's 4096."""
+
+    def __post_init__(self):
+        for e in CLIP_ENCODERS:
+            if getattr(self, e + "_pooled") and not getattr(self, e):
+                raise ValueError(f"{e} has a pooled width but no hidden width: its pooled vector would have no owner")
 
     @property
     def clip_width(self) -> int:
@@ -202,6 +256,26 @@ class TextLayout:
     def present(self) -> tuple[str, ...]:
         return tuple(e for e in TEXT_ENCODERS if getattr(self, e) > 0)
 
+    def placements(self) -> dict[str, Placement]:
+        """Present encoder -> its Placement, in TEXT_ENCODERS order: the one definition of the
+        context layout, which `assemble_text` and the loader's collator both write through.
+
+        CLIP-L ‖ CLIP-G side by side on channels in the first `tokens` rows (columns past
+        CLIP-L + CLIP-G up to `width` stay zero), then T5 in the next `tokens` rows;
+        pooled = CLIP-L pooled ‖ CLIP-G pooled. Every context cell outside the blocks is zero."""
+        width, out = self.width, {}  # width: raises if context_dim cannot hold the encoders
+        col, pool = 0, 0
+        for e in CLIP_ENCODERS:
+            hidden, pooled = getattr(self, e), getattr(self, e + "_pooled")
+            if hidden:
+                out[e] = Placement(rows=(0, self.tokens), cols=(col, col + hidden),
+                                   pooled=(pool, pool + pooled) if pooled else None)
+                col, pool = col + hidden, pool + pooled
+        if self.t5:
+            row = self.tokens if self.clip_width else 0
+            out["t5"] = Placement(rows=(row, row + self.tokens), cols=(0, self.t5))  # t5 == width
+        return out
+
 
 Keep = Union[bool, torch.Tensor]
 """Per-encoder keep flag: a bool, or a bool tensor of the batch shape (e.g. (B,))."""
@@ -226,6 +300,7 @@ def assemble_text(
     context: CLIP-L ‖ CLIP-G on channels (..., 77, Dl + Dg), zero-padded to the context width,
     then T5 (..., 77, Dt) appended on the sequence axis -> (..., 154, Dt).
     pooled: CLIP-L pooled ‖ CLIP-G pooled -> (..., Pl + Pg).
+    Each block is written where `layout.placements()` says, into zeros.
     `keep[encoder]` False zeroes that encoder's part (its hidden states AND its pooled vector),
     the paper's independent text-encoder dropout. Works on one sample or a batch (leading dims).
     """
@@ -233,35 +308,33 @@ def assemble_text(
     unknown = set(keep) - set(TEXT_ENCODERS)
     if unknown:
         raise ValueError(f"keep names unknown encoders {sorted(unknown)}; expected {TEXT_ENCODERS}")
-    present = layout.present()
-    if not present:
+    placements = layout.placements()
+    if not placements:
         raise ValueError("TextLayout has no text encoder")
 
-    def get(name: str, expected_last: int) -> torch.Tensor:
+    def get(name: str, *expected: int) -> torch.Tensor:
         try:
             t = tensors[name]
         except KeyError:
             raise KeyError(f"sample lacks {name!r}; has {sorted(tensors)}") from None
-        if t.shape[-1] != expected_last:
-            raise ValueError(f"{name!r} has width {t.shape[-1]}, layout expects {expected_last}")
+        if t.dim() < len(expected) or tuple(t.shape[t.dim() - len(expected):]) != expected:
+            raise ValueError(f"{name!r} has shape {tuple(t.shape)}, layout expects (..., *{expected})")
         return t
 
-    width = layout.width
-    parts, pooled = [], []
-    clip_hidden = [_masked(get(text_key(variant, e), getattr(layout, e)), keep.get(e, True), 2)
-                   for e in CLIP_ENCODERS if getattr(layout, e)]
-    for e in CLIP_ENCODERS:
-        if getattr(layout, e + "_pooled"):
-            pooled.append(_masked(get(text_key(variant, e, pooled=True), getattr(layout, e + "_pooled")),
-                                  keep.get(e, True), 1))
-    if clip_hidden:
-        clip = torch.cat(clip_hidden, dim=-1)  # (..., 77, Dl + Dg)
-        parts.append(torch.nn.functional.pad(clip, (0, width - clip.shape[-1])))  # (..., 77, width)
-    if layout.t5:
-        parts.append(_masked(get(text_key(variant, "t5"), layout.t5), keep.get("t5", True), 2))  # (..., 77, Dt)
-    context = torch.cat(parts, dim=-2)  # (..., seq_len, width)
-    if pooled:
-        pooled_vec = torch.cat(pooled, dim=-1)  # (..., Pl + Pg)
-    else:
-        pooled_vec = context.new_zeros(context.shape[:-2] + (0,))
+    hidden, pooled = {}, {}  # encoder -> masked (..., tokens, w) / (..., p)
+    for enc, at in placements.items():
+        k = keep.get(enc, True)
+        hidden[enc] = _masked(get(text_key(variant, enc), layout.tokens, at.cols[1] - at.cols[0]), k, 2)
+        if at.pooled:
+            pooled[enc] = _masked(get(text_key(variant, enc, pooled=True), at.pooled[1] - at.pooled[0]), k, 1)
+    first = next(iter(hidden.values()))
+    lead = first.shape[:-2]
+    dtype = functools.reduce(torch.promote_types, [t.dtype for t in hidden.values()])
+    context = torch.zeros(lead + (layout.seq_len, layout.width), dtype=dtype, device=first.device)  # (..., S, W)
+    pooled_dtype = functools.reduce(torch.promote_types, [t.dtype for t in pooled.values()], dtype)
+    pooled_vec = torch.zeros(lead + (layout.pooled_dim,), dtype=pooled_dtype, device=first.device)  # (..., Pl + Pg)
+    for enc, at in placements.items():
+        context[..., at.rows[0]:at.rows[1], at.cols[0]:at.cols[1]] = hidden[enc]
+        if enc in pooled:
+            pooled_vec[..., at.pooled[0]:at.pooled[1]] = pooled[enc]
     return context, pooled_vec

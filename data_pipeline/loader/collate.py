@@ -1,22 +1,19 @@
 """Collate RawSamples into the batch the trainer consumes, writing each part straight into place.
 
-Where each encoder's hidden states and pooled vector land in `context`/`pooled` is defined by
-`data_pipeline.format.assemble_text`, and only there. The collator learns that placement once
-by running `assemble_text` on tensors filled with distinct values and locating each block, then
-copies every sample's bytes directly into those blocks of preallocated batch tensors (one copy
-instead of assemble_text's pad/cat/where chain). A layout that is not a plain placement is
-refused, so the fast path can never silently diverge from the format.
+Where each encoder's hidden states and pooled vector land in `context`/`pooled` is
+`TextLayout.placements()`, the same definition `data_pipeline.format.assemble_text` builds from.
+The collator copies every sample's bytes directly into those blocks of preallocated batch
+tensors (one copy per block instead of assemble_text's zeros/where/assign chain).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 import torch
 
-from data_pipeline.format import CAPTION_VARIANTS, CLIP_ENCODERS, LATENT_KEY, TEXT_ENCODERS, TextLayout, assemble_text, text_key
+from data_pipeline.format import CAPTION_VARIANTS, LATENT_KEY, TEXT_ENCODERS, Placement, TextLayout, text_key
 from data_pipeline.loader.pool import TensorPool
 from data_pipeline.loader.samples import RawSample
 from data_pipeline.loader.shared import SharedRing
@@ -28,85 +25,16 @@ Block = tuple[int, int, int, int]
 """(row0, row1, col0, col1) of a context block."""
 
 
-@dataclass(frozen=True)
-class Placement:
-    hidden: dict[str, Block]
-    pooled: dict[str, tuple[int, int]]
-    zero_blocks: tuple[Block, ...]
+def padding_blocks(placements: dict[str, Placement], width: int) -> tuple[Block, ...]:
     """Context blocks no encoder covers (CLIP's zero padding up to the context width)."""
-    seq_len: int
-    width: int
-    pooled_dim: int
-
-
-def _rectangle(mask: torch.Tensor, what: str) -> Block:
-    rows = mask.any(1).nonzero().flatten()
-    cols = mask.any(0).nonzero().flatten()
-    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    if int(mask.sum()) != (r1 - r0) * (c1 - c0):
-        raise ValueError(f"assemble_text does not place {what} as one block; the loader's collator needs updating")
-    return r0, r1, c0, c1
-
-
-def _runs(row: list[bool]) -> tuple[tuple[int, int], ...]:
-    runs, start = [], None
-    for i, v in enumerate(row + [False]):
-        if v and start is None:
-            start = i
-        elif not v and start is not None:
-            runs.append((start, i))
-            start = None
-    return tuple(runs)
-
-
-def probe_placement(layout: TextLayout) -> Placement:
-    """Locate every encoder's block in assemble_text's output for this layout."""
-    tensors, offsets, next_value = {}, {}, 1.0
-    variant = CAPTION_VARIANTS[0]
-    for enc in TEXT_ENCODERS:
-        width = getattr(layout, enc)
-        if width:
-            n = layout.tokens * width
-            tensors[text_key(variant, enc)] = torch.arange(n, dtype=torch.float32).view(layout.tokens, width) + next_value
-            offsets[enc] = next_value
-            next_value += n
-        pooled = getattr(layout, enc + "_pooled", 0) if enc in CLIP_ENCODERS else 0
-        if pooled:
-            tensors[text_key(variant, enc, pooled=True)] = torch.arange(pooled, dtype=torch.float32) + next_value
-            next_value += pooled
-    if next_value >= 2 ** 24:
-        raise ValueError("text layout too large to probe exactly in float32")
-    context, pooled_vec = assemble_text(tensors, variant, layout)
-    hidden, pooled, covered = {}, {}, torch.zeros(context.shape, dtype=torch.bool)
-    for enc in TEXT_ENCODERS:
-        name = text_key(variant, enc)
-        if name not in tensors:
-            continue
-        src = tensors[name]
-        r0, r1, c0, c1 = _rectangle((context >= src.min()) & (context <= src.max()), enc)
-        if not torch.equal(context[r0:r1, c0:c1], src):
-            raise ValueError(f"assemble_text transforms {enc}'s hidden states; the loader's collator needs updating")
-        hidden[enc] = (r0, r1, c0, c1)
-        covered[r0:r1, c0:c1] = True
-        if enc in CLIP_ENCODERS and text_key(variant, enc, pooled=True) in tensors:
-            src = tensors[text_key(variant, enc, pooled=True)]
-            hits = ((pooled_vec >= src.min()) & (pooled_vec <= src.max())).nonzero().flatten()
-            p0, p1 = int(hits[0]), int(hits[-1]) + 1
-            if not torch.equal(pooled_vec[p0:p1], src):
-                raise ValueError(f"assemble_text transforms {enc}'s pooled vector; the loader's collator needs updating")
-            pooled[enc] = (p0, p1)
-    if bool((context[~covered] != 0).any()):
-        raise ValueError("assemble_text fills context cells outside the encoder blocks with non-zeros")
-    zero_blocks: list[Block] = []
-    prev, start = None, 0
-    rows = [_runs((~covered[r]).tolist()) for r in range(context.shape[0])] + [None]
-    for r, runs in enumerate(rows):
-        if runs != prev:
-            if prev:
-                zero_blocks.extend((start, r, c0, c1) for c0, c1 in prev)
-            prev, start = runs, r
-    return Placement(hidden=hidden, pooled=pooled, zero_blocks=tuple(zero_blocks), seq_len=context.shape[0],
-                     width=context.shape[1], pooled_dim=pooled_vec.shape[0])
+    blocks: list[Block] = []
+    for rows in sorted({p.rows for p in placements.values()}):
+        at = 0
+        for c0, c1 in sorted(p.cols for p in placements.values() if p.rows == rows) + [(width, width)]:
+            if c0 > at:
+                blocks.append((rows[0], rows[1], at, c0))
+            at = max(at, c1)
+    return tuple(blocks)
 
 
 class Collator:
@@ -116,7 +44,11 @@ class Collator:
     intra-op thread pool (whose synchronisation made small copies 20x slower under load)."""
 
     def __init__(self, layout: TextLayout, dtype: torch.dtype, pool_size: int = 4):
-        self.place = probe_placement(layout)
+        placements = layout.placements()
+        self.seq_len, self.width, self.pooled_dim = layout.seq_len, layout.width, layout.pooled_dim
+        self.blocks = [(TEXT_ENCODERS.index(enc), enc, p) for enc, p in placements.items()]
+        """(index in a sample's keep flags, encoder, placement) of each present encoder."""
+        self.padding = padding_blocks(placements, self.width)
         self.dtype = dtype
         self.raw = {2: torch.int16, 4: torch.int32}[torch.empty((), dtype=dtype).element_size()]
         self.np_raw = {torch.int16: np.int16, torch.int32: np.int32}[self.raw]
@@ -129,7 +61,7 @@ class Collator:
         return np.frombuffer(sample.buf, dtype=self.np_raw, count=math.prod(shape), offset=offset).reshape(shape)
 
     def __call__(self, samples: list[RawSample]) -> dict:
-        p, n = self.place, len(samples)
+        n = len(samples)
         claimed = self.ring.take(n, samples[0].shape) if self.ring is not None else None
         if claimed is not None:
             slot, (latent, context, pooled) = claimed
@@ -137,20 +69,16 @@ class Collator:
         else:
             slot = None
             latent, _ = self.pool.empty((n,) + samples[0].shape, self.dtype)  # (B, C, h, w)
-            context, fresh = self.pool.empty((n, p.seq_len, p.width), self.dtype)  # (B, 154, Dt)
-            pooled, _ = self.pool.empty((n, p.pooled_dim), self.dtype)  # (B, Pl + Pg)
+            context, fresh = self.pool.empty((n, self.seq_len, self.width), self.dtype)  # (B, 154, Dt)
+            pooled, _ = self.pool.empty((n, self.pooled_dim), self.dtype)  # (B, Pl + Pg)
         lat, ctx, pool = (t.view(self.raw).numpy() for t in (latent, context, pooled))
         if fresh:  # nothing but zeros is ever written to the padding: a reused tensor keeps them
-            for r0, r1, c0, c1 in p.zero_blocks:
+            for r0, r1, c0, c1 in self.padding:
                 ctx[:, r0:r1, c0:c1] = 0
         for i, s in enumerate(samples):
             lat[i] = self._array(s, LATENT_KEY)
-            for e, enc in enumerate(TEXT_ENCODERS):
-                block = p.hidden.get(enc)
-                if block is None:
-                    continue
-                r0, r1, c0, c1 = block
-                span = p.pooled.get(enc)
+            for e, enc, at in self.blocks:
+                (r0, r1), (c0, c1), span = at.rows, at.cols, at.pooled
                 if s.keep[e]:
                     ctx[i, r0:r1, c0:c1] = self._array(s, text_key(s.variant, enc))
                     if span is not None:

@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterator, Optional, Union
 
 from data_pipeline.format import TENSOR_DTYPES
-from data_pipeline.loader.collate import Collator
 from data_pipeline.loader.config import LoaderConfig
 from data_pipeline.loader.pool import shared_memory_reuse_available
 from data_pipeline.loader.samples import ST_NAMES, Counters
@@ -68,7 +67,7 @@ class ShardLoader:
                 raise ValueError(f"dataset {self.datasets[0].name!r} does not fit the model: " + "; ".join(problems))
         self.layout = prov.text_layout(context_dim=self.model.context_dim if self.model else None)
         self.dtype = ST_NAMES[TENSOR_DTYPES[prov.tensor_dtype]]
-        Collator(self.layout, TENSOR_DTYPES[prov.tensor_dtype])  # probe now: a layout problem fails here
+        self.layout.placements()  # a context_dim that cannot hold the encoders fails here, not in a worker
         self.sources = [Source(urls=d.urls, samples=d.samples, weight=d.weight) for d in self.datasets]
         self.fingerprint = fingerprint(self.sources, [d.shard_names for d in self.datasets])
         self._plan: dict = {}
@@ -103,13 +102,13 @@ class ShardLoader:
         elif self.cfg.worker_type == "thread":
             items = run_threads(streams, self._next, self.cfg.prefetch)
         else:
-            items = run_processes(streams, self._next, self.cfg.prefetch, self._rings(streams[0].collate.place))
+            items = run_processes(streams, self._next, self.cfg.prefetch, self._rings())
         for w, batch, state in items:
             self._states[w] = state
             self._next = (w + 1) % len(streams)
             yield batch
 
-    def _rings(self, place) -> Optional[list[SharedRing]]:
+    def _rings(self) -> Optional[list[SharedRing]]:
         """Shared batch slots for DataLoader workers: enough for the batches in flight."""
         if not shared_memory_reuse_available():
             return None
@@ -120,8 +119,8 @@ class ShardLoader:
             sizes = prov.buckets or [[prov.resolution, prov.resolution]]
             numel = max(numel, max(prov.latent.channels * (h // f) * (w // f) for h, w in sizes))
         dtype = TENSOR_DTYPES[self.manifest.provenance.tensor_dtype]
-        return [SharedRing(self.cfg.prefetch + 3, self.cfg.batch_size, place.seq_len, place.width, place.pooled_dim,
-                           numel, dtype) for _ in range(self.cfg.streams_per_rank)]
+        return [SharedRing(self.cfg.prefetch + 3, self.cfg.batch_size, self.layout.seq_len, self.layout.width,
+                           self.layout.pooled_dim, numel, dtype) for _ in range(self.cfg.streams_per_rank)]
 
     @property
     def stats(self) -> dict[str, int]:

@@ -18,7 +18,7 @@ import torch
 from webdataset.gopen import gopen
 
 from data_pipeline.format import (CAPTION_VARIANTS, CLIP_ENCODERS, LATENT_KEY, META_EXT, SAFETENSORS_METADATA,
-                                  TENSORS_EXT, TEXT_ENCODERS, TextLayout, text_key)
+                                  TENSORS_EXT, TEXT_ENCODERS, TextLayout, decode_meta, text_key)
 from data_pipeline.loader import rng
 from data_pipeline.loader.sharding import Unit
 from data_pipeline.loader.tar_stream import TarError, TarStream
@@ -245,15 +245,14 @@ class ShardReader:
             error = f"no {META_EXT} member"
         if error is None:
             try:
-                meta = json.loads(sample["meta"])
+                meta = decode_meta(sample["meta"])
                 out = RawSample(ref=sample["ref"], source=sample["unit"].source, key=sample["key"],
                                 buf=sample["buf"], parts=sample["parts"], variant=sample["variant"],
-                                keep=sample["keep"], caption=str(meta["captions"][sample["variant"]]),
-                                original_size=tuple(int(x) for x in meta["original_size"]),
-                                crop_box=tuple(int(x) for x in meta["crop_box"]))
+                                keep=sample["keep"], caption=meta.captions[sample["variant"]],
+                                original_size=meta.original_size, crop_box=meta.crop_box)
                 counters.samples_read += 1
                 return out
-            except (ValueError, KeyError, TypeError) as err:
+            except (ValueError, KeyError) as err:  # KeyError: no caption for the chosen variant
                 error = f"bad metadata: {type(err).__name__}: {err}"
         counters.corrupt_samples += 1
         warnings.warn(f"skipping sample {sample['key']!r} of {url}: {error}", RuntimeWarning, 3)

@@ -4,8 +4,8 @@ import json
 import pytest
 import torch
 
-from data_pipeline.format import (META_EXT, TENSORS_EXT, Sample, TextLayout, assemble_text, decode_sample,
-                                  encode_sample, sanitize_key, shard_name, text_key)
+from data_pipeline.format import (META_EXT, TENSORS_EXT, Placement, Sample, TextLayout, assemble_text, decode_meta,
+                                  decode_sample, encode_sample, sanitize_key, shard_name, text_key)
 from data_pipeline.manifest import (EncoderInfo, LatentInfo, Manifest, Provenance, ShardInfo,
                                     check_against_model, compare_provenance, merge_parts)
 
@@ -87,6 +87,58 @@ def test_assemble_text_batched_mask_and_absent_t5():
         assemble_text(batch, "orig", layout)
     with pytest.raises(ValueError, match="unknown encoders"):
         assemble_text(batch, "syn", layout, keep={"clip": False})
+
+
+PLACEMENT_CASES = {
+    "sd3": (SD3, {"clip_l": Placement((0, 77), (0, 768), (0, 768)),
+                  "clip_g": Placement((0, 77), (768, 2048), (768, 2048)),
+                  "t5": Placement((77, 154), (0, 4096))}),
+    "demo": (TextLayout(clip_l=32, clip_l_pooled=32, clip_g=32, clip_g_pooled=32, t5=64),
+             {"clip_l": Placement((0, 77), (0, 32), (0, 32)), "clip_g": Placement((0, 77), (32, 64), (32, 64)),
+              "t5": Placement((77, 154), (0, 64))}),
+    "no_t5": (TextLayout(clip_l=8, clip_l_pooled=4, clip_g=8, clip_g_pooled=4, context_dim=32),
+              {"clip_l": Placement((0, 77), (0, 8), (0, 4)), "clip_g": Placement((0, 77), (8, 16), (4, 8))}),
+    "t5_only": (TextLayout(t5=24, tokens=5), {"t5": Placement((0, 5), (0, 24))}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PLACEMENT_CASES))
+def test_assemble_text_is_the_stored_blocks_written_at_their_placements(case):
+    layout, expected = PLACEMENT_CASES[case]
+    assert layout.placements() == expected
+    t = _text_tensors(layout, "syn", gen=1)
+    t = {k: v[:layout.tokens] if v.dim() == 2 else v for k, v in t.items()}  # hidden states: tokens rows
+    for keep in ({}, {"clip_g": False, "t5": False}):
+        context, pooled = assemble_text(t, "syn", layout, keep)
+        want_ctx = torch.zeros(layout.seq_len, layout.width)
+        want_pooled = torch.zeros(layout.pooled_dim)
+        for enc, at in expected.items():
+            if keep.get(enc, True):
+                want_ctx[at.rows[0]:at.rows[1], at.cols[0]:at.cols[1]] = t[text_key("syn", enc)]
+                if at.pooled:
+                    want_pooled[at.pooled[0]:at.pooled[1]] = t[text_key("syn", enc, pooled=True)]
+        assert torch.equal(context, want_ctx) and torch.equal(pooled, want_pooled)
+
+
+def test_layout_refuses_what_it_cannot_place():
+    with pytest.raises(ValueError, match="cannot hold"):
+        TextLayout(clip_l=8, clip_g=8, t5=24, context_dim=32).placements()
+    with pytest.raises(ValueError, match="cannot hold"):
+        TextLayout(clip_l=8, clip_g=8, context_dim=12).placements()
+    with pytest.raises(ValueError, match="clip_g has a pooled width but no hidden width"):
+        TextLayout(clip_l=8, clip_l_pooled=8, clip_g_pooled=8)
+
+
+def test_decode_meta_is_the_json_half_of_decode_sample():
+    sample = Sample("k", {"latent": torch.zeros(1, 2, 2)}, {"orig": "x", "syn": "y"}, (5, 7), (1, 0, 6, 5), (4, 4),
+                    extra={"aesthetic": 6.5})
+    meta = decode_meta(encode_sample(sample)[META_EXT])
+    assert meta == sample.meta
+    assert (meta.key, meta.captions, meta.original_size, meta.crop_box, meta.size, meta.extra) == \
+        ("k", {"orig": "x", "syn": "y"}, (5, 7), (1, 0, 6, 5), (4, 4), {"aesthetic": 6.5})
+    for raw in (b"[", b'{"key": "k"}', b'{"key": "k", "captions": {}, "original_size": [1], "crop_box": "ab"}'):
+        with pytest.raises(ValueError, match="malformed sample metadata"):
+            decode_meta(raw)
 
 
 def test_names_and_keys():

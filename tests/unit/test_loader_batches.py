@@ -6,8 +6,9 @@ import pytest
 import torch
 import webdataset as wds
 
-from data_pipeline.format import CAPTION_VARIANTS, TEXT_ENCODERS, assemble_text, decode_sample
+from data_pipeline.format import CAPTION_VARIANTS, TEXT_ENCODERS, TextLayout, assemble_text, decode_sample
 from data_pipeline.loader import LoaderConfig, ShardLoader
+from data_pipeline.loader.collate import padding_blocks
 from data_pipeline.loader.synthetic import TINY_TEXT, SyntheticSpec, write_synthetic
 from data_pipeline.manifest import Manifest
 
@@ -115,6 +116,16 @@ def test_absent_encoder_shrinks_context(tmp_path):
     b = take(ShardLoader(str(tmp_path), LoaderConfig(batch_size=4, shuffle_buffer=0, text_dropout=0.0)), 1)[0]
     assert b["context"].shape == (4, 77, 20)
     assert b["text_keep"][:, 2].tolist() == [False] * 4  # T5 absent: never "kept"
+
+
+def test_padding_blocks_are_the_context_cells_no_encoder_covers():
+    """What the collator zeroes in a fresh (uninitialised) batch tensor; the rest is written per sample."""
+    sd3 = TextLayout(clip_l=768, clip_l_pooled=768, clip_g=1280, clip_g_pooled=1280, t5=4096)
+    assert padding_blocks(sd3.placements(), sd3.width) == ((0, 77, 2048, 4096),)
+    demo = TextLayout(clip_l=32, clip_l_pooled=32, clip_g=32, clip_g_pooled=32, t5=64)
+    assert padding_blocks(demo.placements(), demo.width) == ()
+    no_t5 = TextLayout(clip_l=8, clip_l_pooled=4, clip_g=8, clip_g_pooled=4, context_dim=32)
+    assert padding_blocks(no_t5.placements(), no_t5.width) == ((0, 77, 16, 32),)
 
 
 def check_against_oracle(b, samples, layout):
