@@ -23,6 +23,7 @@ COMMANDS: tuple[str, ...] = (
     "config",
     "plan",
     "submit",
+    "submit-prepare",
     "status",
     "scaling-report",
 )

@@ -181,6 +181,9 @@ class LoggingConfig:
     """Optimizer steps between metric lines."""
     tensorboard: bool = True
     """Also write TensorBoard event files into the run directory."""
+    sample_every: int = 0
+    """Optimizer steps between sample grids (RUN_DIR/samples/ and TensorBoard), conditioned on the
+    first held-out batch of data.val; 0: none."""
     peak_tflops: float = 0.0
     """Peak dense bf16 TFLOP/s of one device for MFU; 0: looked up from the device name
     (H100/H200 989, A100 312); MFU is not logged for an unknown device such as a CPU."""
@@ -188,6 +191,7 @@ class LoggingConfig:
     def __post_init__(self) -> None:
         _require(self.every > 0, f"logging.every must be > 0, got {self.every}")
         _require(self.peak_tflops >= 0, f"logging.peak_tflops must be >= 0, got {self.peak_tflops}")
+        _require(self.sample_every >= 0, f"logging.sample_every must be >= 0, got {self.sample_every}")
 
 
 @dataclass

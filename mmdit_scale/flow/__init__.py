@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from mmdit_scale.flow.ode import euler_sample, sampling_timesteps
     from mmdit_scale.flow.shift import shift_for_resolution, shift_timesteps
     from mmdit_scale.flow.timestep_samplers import TimestepSampler, get_timestep_sampler
-    from mmdit_scale.flow.validation import VALIDATION_TIMESTEPS, ValidationLoss, validation_loss, validation_noise
+    from mmdit_scale.flow.validation import (VALIDATION_TIMESTEPS, ValidationLoss, validation_loss, validation_noise,
+                                              validation_timesteps)
 
 _LAZY = {
     "FlowLoss": "mmdit_scale.flow.formulation",
@@ -30,6 +31,7 @@ _LAZY = {
     "TimestepSampler": "mmdit_scale.flow.timestep_samplers",
     "get_timestep_sampler": "mmdit_scale.flow.timestep_samplers",
     "VALIDATION_TIMESTEPS": "mmdit_scale.flow.validation",
+    "validation_timesteps": "mmdit_scale.flow.validation",
     "ValidationLoss": "mmdit_scale.flow.validation",
     "validation_loss": "mmdit_scale.flow.validation",
     "validation_noise": "mmdit_scale.flow.validation",

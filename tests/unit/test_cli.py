@@ -27,7 +27,9 @@ def is_unbuilt(name: str) -> bool:
 
 
 def test_help_lists_all_subcommands() -> None:
-    assert len(cli.COMMANDS) == 11
+    required = {"demo", "make-demo-data", "prepare", "train", "sample", "export", "config", "plan", "submit",
+                "status", "scaling-report"}  # the [foundation] issue's list; later issues may add more
+    assert required <= set(cli.COMMANDS)
     result = run(str(SCRIPT), "--help")
     assert result.returncode == 0, result.stderr
     listed = re.findall(r"^    (\S+)", result.stdout, re.M)   # continuation lines are indented deeper

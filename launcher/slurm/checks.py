@@ -1,0 +1,82 @@
+"""What `submit` checks before a job enters the queue, where a mistake costs hours of waiting.
+
+Errors raise SubmitError; findings that only matter for a real submission (missing data, a
+checkpoint to start from that a dependency will write) are errors there and notes in a dry run.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from launcher.slurm import records, sbatch
+from launcher.slurm.quoting import SubmitError
+from launcher.slurm.render import TrainJob
+
+GPU_MEMORY_VAR = "MMDIT_GPU_MEMORY_GIB"
+"""GPU memory assumed by the plan check (default 80 GiB: an H100)."""
+ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
+                 "REQUEUE_HOLD", "REQUEUE_FED", "STAGE_OUT", "SIGNALING"}
+
+
+def check_plan(cfg, world_size: int) -> str:
+    """The recipe's ZeRO stage must fit the GPUs by `mmdit-scale plan` (imports torch: meta model)."""
+    from mmdit_scale.plan.memory import GIB, USABLE_FRACTION
+    from mmdit_scale.plan.report import Hardware, make_plan
+
+    memory = float(os.environ.get(GPU_MEMORY_VAR, "80"))
+    plan = make_plan(cfg, Hardware(gpus=world_size, gpu_memory_gib=memory))
+    stage = cfg.parallel.zero_stage
+    need = plan.memory[stage].total / GIB
+    if not plan.fits_by_stage[stage]:
+        others = [s for s, ok in plan.fits_by_stage.items() if ok]
+        hint = f"ZeRO-{others[0]} fits (parallel.zero_stage={others[0]})" if others else "no ZeRO stage fits"
+        raise SubmitError(
+            f"plan: ZeRO-{stage} needs {need:.1f} GiB per GPU, more than {USABLE_FRACTION:.0%} of {memory:g} GiB "
+            f"({GPU_MEMORY_VAR}); {hint}; see `mmdit-scale plan RECIPE --gpus {world_size}`")
+    return f"plan: ZeRO-{stage} {cfg.parallel.precision}, {need:.1f} GiB per GPU of {memory:g}"
+
+
+def check_data(cfg, job: TrainJob, strict: bool) -> list[str]:
+    """Shards and init_from must exist when the job starts: now, unless it waits for another job."""
+    notes = []
+    if not cfg.data.train:
+        if strict:
+            raise SubmitError("data.train is empty: set it to a directory of shards written by `mmdit-scale "
+                              "prepare` (data.train=shards/train)")
+        notes.append("note: data.train is empty; a real submission needs it")
+    for key, value in (("data.train", cfg.data.train), ("data.val", cfg.data.val)):
+        if value and not (job.env.workdir / value).exists():
+            message = f"{key}={value} does not exist (yet)"
+            if strict and not job.after:
+                raise SubmitError(message)
+            notes.append(f"note: {message}")
+    if cfg.train.init_from:
+        from mmdit_scale.train import ckpt_files
+
+        try:
+            ckpt_files.resolve(job.env.workdir / cfg.train.init_from)
+        except (FileNotFoundError, ValueError) as err:
+            if strict and not job.after:
+                raise SubmitError(f"train.init_from: {err}") from None
+            notes.append(f"note: train.init_from={cfg.train.init_from} has no checkpoint yet"
+                         + (f" (job {job.after} should write it)" if job.after else ""))
+    return notes
+
+
+def check_run_dir(cfg, run_dir: Path) -> list[str]:
+    """Two jobs must never write one run dir: refuse while one of its jobs is queued or running."""
+    from mmdit_scale.train import ckpt_files
+
+    notes = []
+    for sub in records.read_submissions(run_dir):
+        info = sbatch.query(sub.job_id)
+        if info is not None and info.state.split("+")[0] in ACTIVE_STATES:
+            raise SubmitError(f"job {sub.job_id} of {run_dir} is {info.state}: scancel it or wait for it "
+                              "before submitting this run dir again")
+    try:
+        latest = ckpt_files.read_latest(ckpt_files.checkpoints_root(cfg, run_dir))
+    except ValueError as err:
+        raise SubmitError(str(err)) from None
+    if latest is not None:
+        notes.append(f"{run_dir} has a checkpoint: the job resumes from {latest.name}")
+    return notes

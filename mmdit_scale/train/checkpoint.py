@@ -1,0 +1,153 @@
+"""Save and restore a whole training run: DeepSpeed state, weights, EMA, loader and RNG positions.
+
+Both functions are collectives: every rank calls them at the same step. The write protocol
+(`ckpt_files` describes the layout) makes a kill at any moment harmless:
+1. rank 0 removes stale temporaries and creates `.tmp-step_N/`;
+2. every rank writes its DeepSpeed shards there; rank 0 writes the consolidated weights, the EMA,
+   the config and the trainer state (each file fsynced);
+3. after a barrier rank 0 renames the directory to `step_N/`, then replaces `latest`, then
+   prunes to `checkpoint.keep`.
+Until step 3 `latest` names the previous checkpoint, which a restart resumes from exactly.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import random
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import save as st_save
+
+from mmdit_scale.config import RunConfig, to_yaml
+from mmdit_scale.train import ckpt_files as files
+from mmdit_scale.train import hooks
+from mmdit_scale.train.ema import ShardedEMA
+from mmdit_scale.train.engine import full_fp32_params
+
+
+@dataclass
+class TrainerState:
+    """Rank-independent progress of a run, saved as trainer_state.json."""
+
+    step: int = 0
+    """Optimizer steps done (skipped non-finite steps included: they consumed their data)."""
+    samples_seen: int = 0
+    skipped_steps: int = 0
+    """Steps whose update was skipped because the loss or a gradient was not finite."""
+    world_size: int = 1
+    loader: list[dict] = field(default_factory=list)
+    """Every rank's training-loader state, indexed by rank."""
+    rng: list[str] = field(default_factory=list)
+    """Every rank's Python, numpy and torch RNG states (base64 of a torch.save blob), by rank."""
+
+
+def _rng_blob() -> str:
+    states: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
+                              "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state()
+    buf = io.BytesIO()
+    torch.save(states, buf)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _restore_rng(blob: str) -> None:
+    states = torch.load(io.BytesIO(base64.b64decode(blob)), weights_only=False)
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states["cuda"])
+
+
+def _gather(obj: Any) -> list[Any]:
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def save(engine, cfg: RunConfig, root: Path, state: TrainerState, ema: ShardedEMA, loader_state: dict) -> Path:
+    """Write checkpoint `step_<state.step>` under `root` (see the module docstring for the protocol)."""
+    rank = dist.get_rank()
+    name = files.checkpoint_name(state.step)
+    final, tmp = root / name, root / (files.TMP_PREFIX + name)
+    if rank == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        files.remove_stale(root)
+        tmp.mkdir()
+    dist.barrier()
+    engine.save_checkpoint(str(tmp), tag=files.DS_TAG, save_latest=False)
+    weights = {n: t.cpu() for n, t in full_fp32_params(engine)} if rank == 0 else None
+    if rank != 0:
+        for _ in full_fp32_params(engine):  # the gathers are collective
+            pass
+    ema_full = ema.consolidated() if ema.enabled else None
+    state.loader = _gather(loader_state)
+    state.rng = _gather(_rng_blob())
+    if rank == 0:
+        files.write_file_atomic(tmp / files.MODEL_FILE, st_save(weights))
+        hooks.pause_in_checkpoint(state.step, tmp)
+        if ema_full is not None:
+            files.write_file_atomic(tmp / files.EMA_FILE, st_save(ema_full))
+        files.write_file_atomic(tmp / files.CONFIG_FILE, to_yaml(cfg).encode())
+        files.write_file_atomic(tmp / files.STATE_FILE, json.dumps(asdict(state)).encode())
+    dist.barrier()  # every rank's DeepSpeed shards are on disk
+    if rank == 0:
+        if final.exists():  # written by an attempt that died before updating `latest`
+            shutil.rmtree(final)
+        tmp.rename(final)
+        files.fsync_dir(root)
+        files.write_latest(root, name)
+        files.prune(root, cfg.checkpoint.keep)
+    dist.barrier()
+    return final
+
+
+def prepare_universal(ckpt: Path) -> None:
+    """Convert `ckpt`'s DeepSpeed state to DeepSpeed's universal format (`universal/`), once.
+
+    A collective: rank 0 converts (offline, in a subprocess), the others wait. The universal
+    format stores every parameter and its optimizer state whole, so any world size can load it.
+    """
+    target = ckpt / files.UNIVERSAL_TAG
+    if dist.get_rank() == 0 and not target.is_dir():
+        tmp = ckpt / (files.TMP_PREFIX + files.UNIVERSAL_TAG)
+        shutil.rmtree(tmp, ignore_errors=True)
+        out = subprocess.run(
+            [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(ckpt / files.DS_TAG),
+             "--output_folder", str(tmp), "--inject_missing_state", "--num_extract_workers", "1",
+             "--num_merge_workers", "1"], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"converting {ckpt} to a universal checkpoint failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+        tmp.rename(target)
+    dist.barrier()
+
+
+def load(engine, ckpt: Path, ema: ShardedEMA, device: torch.device) -> TrainerState:
+    """Restore engine, EMA and RNG from `ckpt`; returns the trainer state (its `loader` list
+    holds every saved rank's loader state for the caller to hand to its loader).
+
+    On another world size the engine must have been built with `load_universal` and
+    `prepare_universal(ckpt)` called: model, optimizer and schedule then come from the universal
+    state, and RNG states (per rank) are not restored. Not bit-exact, by nature.
+    """
+    state = TrainerState(**files.read_state(ckpt))
+    same_world = state.world_size == dist.get_world_size()
+    tag = files.DS_TAG if same_world else files.UNIVERSAL_TAG
+    path, _ = engine.load_checkpoint(str(ckpt), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)
+    if path is None:
+        raise RuntimeError(f"DeepSpeed could not load {ckpt / tag}")
+    if ema.enabled:
+        ema.load(files.load_weights(ckpt, ema=True), device)
+    if same_world:
+        _restore_rng(state.rng[dist.get_rank()])
+    return state

@@ -1,0 +1,173 @@
+"""Checkpoint layout on disk, `latest`, pruning, and reading weights back (no deepspeed here).
+
+    RUN_DIR/checkpoints/
+      latest                       one line: the newest complete checkpoint's name
+      step_0000012/
+        deepspeed/                 DeepSpeed's sharded model + optimizer + scheduler state
+        universal/                 the same, whole per parameter (made on a resume on another world size)
+        model.safetensors          consolidated fp32 master weights (MMDiT parameter names)
+        ema.safetensors            consolidated fp32 EMA (absent when train.ema_every = 0)
+        config.yaml                the resolved run config
+        trainer_state.json         step, samples seen, every rank's loader and RNG state
+
+A checkpoint is written as `.tmp-step_0000012/` and renamed when complete, and `latest` is
+replaced atomically after that, so a kill at any moment leaves `latest` naming a complete
+checkpoint. `sample`, `export` and `init_from` read weights through `load_weights` /
+`build_model` without DeepSpeed. Importing this module does not import torch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mmdit_scale.config import RunConfig, load_config
+
+if TYPE_CHECKING:
+    import torch
+
+    from mmdit_scale.model import MMDiT
+
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+DS_TAG = "deepspeed"
+UNIVERSAL_TAG = "universal"
+MODEL_FILE = "model.safetensors"
+EMA_FILE = "ema.safetensors"
+CONFIG_FILE = "config.yaml"
+STATE_FILE = "trainer_state.json"
+TMP_PREFIX = ".tmp-"
+_NAME = re.compile(r"^step_(\d{7,})$")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:07d}"
+
+
+def step_of(name: str) -> int | None:
+    match = _NAME.match(name)
+    return int(match.group(1)) if match else None
+
+
+def checkpoints_root(cfg: RunConfig, run_dir: Path) -> Path:
+    """checkpoint.dir when set (relative paths are inside the run dir), else RUN_DIR/checkpoints."""
+    return run_dir / (cfg.checkpoint.dir or CHECKPOINTS)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary name, fsync, rename over `path`, fsync the directory."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def read_latest(root: Path) -> Path | None:
+    """The checkpoint `latest` names, or None for a fresh run."""
+    marker = root / LATEST
+    if not marker.is_file():
+        return None
+    name = marker.read_text().strip()
+    if step_of(name) is None:
+        raise ValueError(f"{marker} holds {name!r}, not a checkpoint name like 'step_0000012'")
+    path = root / name
+    if not (path / STATE_FILE).is_file():
+        raise ValueError(f"{marker} names {name}, which is missing or incomplete")
+    return path
+
+
+def write_latest(root: Path, name: str) -> None:
+    write_file_atomic(root / LATEST, (name + "\n").encode())
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoint directories, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [(step_of(p.name), p) for p in root.iterdir() if p.is_dir()]
+    return [p for step, p in sorted((s, p) for s, p in found if s is not None)]
+
+
+def remove_stale(root: Path) -> None:
+    """Delete temporary directories left by a kill during a write (they were never `latest`)."""
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.name.startswith(TMP_PREFIX):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def prune(root: Path, keep: int) -> list[Path]:
+    """Delete all but the `keep` newest checkpoints, never the one `latest` names; returns the deleted."""
+    latest = read_latest(root)
+    doomed = [p for p in list_checkpoints(root)[:-keep] if p != latest]
+    for p in doomed:
+        shutil.rmtree(p)
+    return doomed
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """A checkpoint directory from a run dir, a checkpoints dir, or a checkpoint dir itself."""
+    path = Path(path)
+    if (path / STATE_FILE).is_file():
+        return path
+    for root in (path, path / CHECKPOINTS):
+        latest = read_latest(root) if root.is_dir() else None
+        if latest is not None:
+            return latest
+    if (path / CONFIG_FILE).is_file():
+        # A run dir with checkpoint.dir set elsewhere.
+        root = checkpoints_root(load_config(path / CONFIG_FILE), path)
+        latest = read_latest(root)
+        if latest is not None:
+            return latest
+    raise FileNotFoundError(f"{path} is not a checkpoint, nor a run or checkpoints directory with a `latest` checkpoint")
+
+
+def read_state(ckpt: Path) -> dict[str, Any]:
+    return json.loads((ckpt / STATE_FILE).read_text())
+
+
+def load_run_config(ckpt: Path) -> RunConfig:
+    """The resolved config the checkpoint was written with."""
+    return load_config(ckpt / CONFIG_FILE)
+
+
+def load_weights(ckpt: Path, ema: bool = False) -> dict[str, "torch.Tensor"]:
+    """Consolidated fp32 weights (or EMA) of a checkpoint, keyed by MMDiT parameter name."""
+    from safetensors.torch import load_file
+
+    path = ckpt / (EMA_FILE if ema else MODEL_FILE)
+    if not path.is_file():
+        what = "an EMA (train.ema_every was 0)" if ema else "consolidated weights"
+        raise FileNotFoundError(f"{ckpt} has no {path.name}: the run kept no {what}")
+    return load_file(path)
+
+
+def build_model(path: str | os.PathLike, ema: bool = False, device: str = "cpu") -> "MMDiT":
+    """An MMDiT with a checkpoint's weights: `path` is a run, checkpoints or checkpoint dir."""
+    import torch
+
+    from mmdit_scale.model import MMDiT
+
+    ckpt = resolve(path)
+    cfg = load_run_config(ckpt)
+    with torch.device("meta"):
+        model = MMDiT(cfg.model)
+    model.to_empty(device=device)
+    model.x_embedder.reset_pos_embed()  # a buffer, not in the checkpoint
+    model.load_state_dict(load_weights(ckpt, ema=ema), strict=True)
+    return model.eval()

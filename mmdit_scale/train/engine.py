@@ -1,0 +1,73 @@
+"""The MM-DiT wrapped in a DeepSpeed engine, and the full fp32 weights read back from it.
+
+Every rank builds the same model from `train.seed` (so weights do not depend on the ZeRO stage or
+the world size), then DeepSpeed shards it. The weights that EMA, checkpoints and export see are
+the fp32 master weights (`full_fp32_params`), not the bf16 compute copies.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Iterator
+
+import deepspeed
+import torch
+from deepspeed.utils import safe_get_full_fp32_param
+
+from mmdit_scale.config.schema import RunConfig
+from mmdit_scale.model import MMDiT
+from mmdit_scale.train.ds_config import build_ds_config
+from mmdit_scale.train.schedule import make_scheduler
+
+DS_CONFIG_FILE = "deepspeed_config.json"
+
+
+def build_engine(cfg: RunConfig, world_size: int, run_dir: Path | None = None,
+                 prepare: Callable[[MMDiT], None] | None = None,
+                 load_universal: bool = False) -> deepspeed.DeepSpeedEngine:
+    """DeepSpeed engine over a freshly initialised MMDiT; rank 0 saves the DeepSpeed JSON in run_dir.
+
+    `prepare(model)` runs on the full model before DeepSpeed shards it (e.g. `train.init_from`).
+    """
+    ds_config = build_ds_config(cfg, world_size, load_universal)
+    if run_dir is not None and torch.distributed.get_rank() == 0:
+        tmp = run_dir / (DS_CONFIG_FILE + ".tmp")
+        tmp.write_text(json.dumps(ds_config, indent=2) + "\n")
+        tmp.replace(run_dir / DS_CONFIG_FILE)
+    # Same seed on every rank: identical initial weights whatever the stage and world size.
+    torch.manual_seed(cfg.train.seed)
+    model = MMDiT(cfg.model)
+    model.set_activation_checkpointing(cfg.parallel.activation_checkpointing)
+    if prepare is not None:
+        prepare(model)
+    engine, *_ = deepspeed.initialize(
+        model=model,
+        model_parameters=model.parameters(),
+        config=ds_config,
+        lr_scheduler=lambda optimizer: make_scheduler(optimizer, cfg.optim, cfg.train.steps),
+    )
+    if cfg.train.compile:
+        engine.compile()
+    return engine
+
+
+def full_fp32_params(engine: deepspeed.DeepSpeedEngine) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, full fp32 master weight) for every parameter, in module order.
+
+    A collective under ZeRO 1-3 (each call gathers one parameter's shards): every rank must
+    iterate to the end, in the same order. Under ZeRO-0 fp32 the module weights are the master.
+    """
+    for name, param in engine.module.named_parameters():
+        full = safe_get_full_fp32_param(param)
+        if full is None:
+            full = param.detach()
+        yield name, full.float()
+
+
+def param_shapes(engine: deepspeed.DeepSpeedEngine) -> dict[str, torch.Size]:
+    """Full shape of every parameter (ZeRO-3 leaves only a shard in `param.shape`)."""
+    return {name: getattr(p, "ds_shape", p.shape) for name, p in engine.module.named_parameters()}
+
+
+def compute_dtype(cfg: RunConfig) -> torch.dtype:
+    return torch.bfloat16 if cfg.parallel.precision == "bf16" else torch.float32

@@ -1,0 +1,193 @@
+"""The training loop of one rank: resume, steps, EMA, logging, validation, checkpoints, stops.
+
+Order of events after optimizer step N (identical on every rank, so collectives line up):
+EMA update (if due) -> metrics -> preemption check (all-reduce) -> log line (if due) ->
+non-finite stop (if K in a row) -> validation (if due) -> sample grid (if due) -> checkpoint
+(if due, at the last step, or when preempted; never while a non-finite streak is running) ->
+exit if preempted.
+Nothing in this order draws from a running RNG, which is what makes resume bit-exact.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from mmdit_scale.config import RunConfig
+from mmdit_scale.train import checkpoint, ckpt_files, exit_codes
+from mmdit_scale.train.checkpoint import TrainerState
+from mmdit_scale.train.data import train_loader, val_loader
+from mmdit_scale.train.ds_config import grad_accumulation
+from mmdit_scale.train.ema import ShardedEMA
+from mmdit_scale.train.engine import build_engine, compute_dtype, full_fp32_params, param_shapes
+from mmdit_scale.train.flops import peak_flops
+from mmdit_scale.train.init_from import load_initial_weights
+from mmdit_scale.train.metrics import Metrics
+from mmdit_scale.train.preemption import Preemption
+from mmdit_scale.train.samples import GridSampler
+from mmdit_scale.train.schedule import lr_factor
+from mmdit_scale.train.step import TrainStep
+from mmdit_scale.train.validation import Validator
+
+
+class SetupError(Exception):
+    """The recipe, the data or a checkpoint does not allow the run to start (exit code 2)."""
+
+
+class NonFiniteError(RuntimeError):
+    """train.nan_tolerance steps in a row were skipped for non-finite values (exit code 65)."""
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, run_dir: Path, device: torch.device, device_name: str):
+        self.cfg, self.run_dir, self.device = cfg, run_dir, device
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.root = ckpt_files.checkpoints_root(cfg, run_dir)
+        self.preemption = Preemption(device)  # from here on a signal is a request, not a death
+        try:
+            self.grad_accum = grad_accumulation(cfg, self.world)
+            self.loader = train_loader(cfg, self.rank, self.world)
+            validation = val_loader(cfg, self.rank, self.world, reference=self.loader.manifest)
+        except ValueError as err:
+            raise SetupError(str(err)) from None
+        self.resume_from = self._latest()
+        self.engine = build_engine(cfg, self.world, run_dir, self._init_weights,
+                                   load_universal=self._needs_universal())
+        self.ema = ShardedEMA(cfg.train.ema_decay, cfg.train.ema_every, self.rank, self.world,
+                              param_shapes(self.engine))
+        factor = self.loader.manifest.provenance.latent.factor
+        self.step_fn = TrainStep(self.engine, cfg, factor, device, self.rank, self.grad_accum)
+        self.validator = None if validation is None or not cfg.eval.every else Validator(
+            validation, cfg.flow.formulation, cfg.eval.val_batches, cfg.eval.timesteps, cfg.eval.seed,
+            compute_dtype(cfg), device)
+        self.grids = None if not cfg.logging.sample_every else self._grid_sampler(validation)
+        self.peak = peak_flops(device_name, cfg.logging.peak_tflops)
+
+    def _grid_sampler(self, validation) -> GridSampler:
+        return GridSampler(validation, self.loader.manifest.provenance, self.step_fn.formulation,
+                           self.step_fn.shift, self.cfg.eval.seed, compute_dtype(self.cfg), self.device,
+                           self.run_dir)
+
+    def _needs_universal(self) -> bool:
+        """Whether the checkpoint to resume from has another world size; if so, convert it (once)."""
+        if self.resume_from is None:
+            return False
+        try:
+            saved_world = ckpt_files.read_state(self.resume_from)["world_size"]
+            if saved_world == self.world:
+                return False
+            self._say(f"{self.resume_from} was written by {saved_world} ranks, this run has {self.world}: "
+                      "resuming through DeepSpeed's universal checkpoint (not bit-exact)")
+            checkpoint.prepare_universal(self.resume_from)
+        except (OSError, RuntimeError, KeyError) as err:
+            raise SetupError(f"cannot resume from {self.resume_from}: {err}") from None
+        return True
+
+    def _init_weights(self, model) -> None:
+        """`train.init_from` on a fresh run (a resumed run has its own weights)."""
+        if self.cfg.train.init_from and self.resume_from is None:
+            try:
+                lines = load_initial_weights(model, self.cfg.train.init_from)
+            except (OSError, ValueError) as err:
+                raise SetupError(str(err)) from None
+            for line in lines:
+                self._say(line)
+
+    def _say(self, text: str) -> None:
+        if self.rank == 0:
+            print(text, flush=True)
+
+    def _latest(self) -> Path | None:
+        """The checkpoint to resume from, as rank 0 sees it (one answer for all ranks)."""
+        found = [str(ckpt_files.read_latest(self.root) or "") if self.rank == 0 else None]
+        dist.broadcast_object_list(found, src=0)
+        return Path(found[0]) if found[0] else None
+
+    def _resume_or_start(self) -> TrainerState:
+        latest = self.resume_from
+        if latest is None:
+            self.ema.reset(full_fp32_params(self.engine))
+            return TrainerState(world_size=self.world)
+        state = checkpoint.load(self.engine, latest, self.ema, self.device)
+        if state.world_size != self.world:
+            self._check_weights(latest)
+        try:
+            self.loader.load_state_dict(state.loader)
+        except ValueError as err:
+            raise SetupError(f"cannot resume the data position of {latest}: {err}") from None
+        state.world_size = self.world
+        self._say(f"resumed from {latest} at step {state.step}")
+        return state
+
+    def _check_weights(self, ckpt: Path) -> None:
+        """The weights DeepSpeed restored must be the checkpoint's consolidated ones, bit for bit."""
+        saved = ckpt_files.load_weights(ckpt)
+        wrong = [name for name, full in full_fp32_params(self.engine) if not torch.equal(full.cpu(), saved[name])]
+        if wrong:
+            raise SetupError(f"the universal checkpoint of {ckpt} restored other weights than its "
+                             f"model.safetensors for {wrong[:3]}")
+
+    def _lr(self) -> float:
+        """Learning rate of the last applied update."""
+        applied = self.engine.lr_scheduler.last_epoch
+        return self.cfg.optim.lr * lr_factor(max(0, applied - 1), self.cfg.optim, self.cfg.train.steps)
+
+    def _validate(self, step: int, metrics: Metrics) -> None:
+        mean, per_t = self.validator.run(self.step_fn.model)
+        metrics.log_val(step, mean, per_t)
+
+    def _save(self, state: TrainerState) -> None:
+        path = checkpoint.save(self.engine, self.cfg, self.root, state, self.ema, self.loader.state_dict())
+        self._say(f"checkpoint {path}")
+
+    def run(self) -> int:
+        """Train to train.steps; returns an exit code (FINISHED or PREEMPTED)."""
+        cfg = self.cfg
+        state = self._resume_or_start()
+        total = cfg.train.steps
+        if state.step >= total:
+            self._say(f"nothing to do: the run is at step {state.step} of {total}")
+            return exit_codes.FINISHED
+        metrics = Metrics(self.run_dir, cfg.logging.every, cfg.logging.tensorboard, state.step, total,
+                          self.device, self.peak)
+        try:
+            if self.validator is not None and state.step == 0:
+                self._validate(0, metrics)
+            batches = iter(self.loader)
+            streak = 0
+            while state.step < total:
+                step = state.step + 1
+                result = self.step_fn.run(step, [next(batches) for _ in range(self.grad_accum)])
+                state.step, state.samples_seen = step, state.samples_seen + cfg.train.global_batch
+                if result.applied:
+                    streak = 0
+                else:
+                    streak += 1
+                    state.skipped_steps += 1
+                    metrics.message(f"step {step}: non-finite loss or gradient, update skipped "
+                                    f"({streak} in a row, {state.skipped_steps} in all)")
+                if self.ema.due(step):
+                    self.ema.update(full_fp32_params(self.engine))
+                metrics.add(result, state.skipped_steps)
+                stop = self.preemption.agreed()
+                if metrics.due(step):
+                    metrics.log_train(step, self._lr())
+                if streak >= cfg.train.nan_tolerance:
+                    raise NonFiniteError(
+                        f"{streak} optimizer steps in a row (to step {step}) had a non-finite loss or gradient "
+                        f"(train.nan_tolerance={cfg.train.nan_tolerance}); stopping without a checkpoint. "
+                        f"The last good one stays `latest` in {self.root}")
+                if self.validator is not None and (step % cfg.eval.every == 0 or step == total):
+                    self._validate(step, metrics)
+                if self.grids is not None and step % cfg.logging.sample_every == 0:
+                    metrics.log_grid(step, self.grids.run(self.step_fn.model, step))
+                if streak == 0 and (step % cfg.checkpoint.every == 0 or step == total or stop):
+                    self._save(state)
+                if stop:
+                    self._say(f"preempted: stopped after step {step}; run the same command again to resume")
+                    return exit_codes.PREEMPTED
+        finally:
+            metrics.close()
+        self._say(f"finished: {total} steps")
+        return exit_codes.FINISHED

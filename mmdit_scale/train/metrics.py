@@ -1,0 +1,171 @@
+"""Training metrics: TensorBoard scalars, a plain `metrics.jsonl`, and a tqdm bar on rank 0.
+
+Per-step statistics stay on the device and are summed between log lines; one all-reduce per
+log interval turns them into global numbers (no host sync per step). Logged every
+`logging.every` steps:
+- loss (mean over the interval's applied steps and all ranks) and loss per t bin;
+- learning rate and the global gradient norm (of the last step of the interval);
+- samples/s, tokens/s (image + text tokens) and MFU (`flops.py`), from rank 0's wall clock;
+- peak memory of the busiest rank (accelerator memory, or resident memory on CPU);
+- skipped steps so far (non-finite guard).
+"""
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from mmdit_scale.train.flops import mfu
+from mmdit_scale.train.step import T_BINS, StepResult
+
+METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+BIN_NAMES = tuple(f"{i / T_BINS:.1f}-{(i + 1) / T_BINS:.1f}" for i in range(T_BINS))
+
+
+def peak_memory_gib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def _number(x: Any) -> float | None:
+    if x is None:
+        return None
+    return float(x.item() if isinstance(x, torch.Tensor) else x)
+
+
+class Metrics:
+    def __init__(self, run_dir: Path, every: int, tensorboard: bool, start_step: int, total_steps: int,
+                 device: torch.device, peak_flops: float | None):
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.every, self.device, self.peak_flops = every, device, peak_flops
+        # [loss sum, samples, flops, tokens, T_BINS bin sums, T_BINS bin counts]
+        self.acc = torch.zeros(4 + 2 * T_BINS, dtype=torch.float64, device=device)
+        self.grad_norm: Any = None
+        self.skipped = 0
+        self.t0 = time.perf_counter()
+        self.file = self.writer = self.bar = None
+        if self.rank == 0:
+            self.file = open(run_dir / METRICS_FILE, "a", buffering=1)
+            if tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+
+                # purge_step drops events a killed attempt logged after the checkpoint resumed from.
+                self.writer = SummaryWriter(str(run_dir / TENSORBOARD_DIR), purge_step=start_step + 1)
+            self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
+                            disable=not sys.stderr.isatty())
+
+    def add(self, result: StepResult, skipped_total: int) -> None:
+        self.skipped = skipped_total
+        if self.bar is not None:
+            self.bar.update(1)
+        if not result.applied:
+            return
+        self.acc[0] += result.loss_sum
+        self.acc[1] += result.samples
+        self.acc[2] += result.flops
+        self.acc[3] += result.tokens
+        self.acc[4:4 + T_BINS] += result.bin_sum
+        self.acc[4 + T_BINS:] += result.bin_count
+        self.grad_norm = result.grad_norm
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0
+
+    def log_train(self, step: int, lr: float) -> dict[str, Any]:
+        """A collective: every rank calls it at the same steps. Returns the record (rank 0)."""
+        acc = self.acc.clone()
+        dist.all_reduce(acc)
+        memory = torch.tensor([peak_memory_gib(self.device)], device=self.device)
+        dist.all_reduce(memory, op=dist.ReduceOp.MAX)
+        now = time.perf_counter()
+        elapsed, self.t0 = now - self.t0, now
+        self.acc.zero_()
+        loss_sum, samples, flops, tokens = (float(v) for v in acc[:4])
+        sums, counts = acc[4:4 + T_BINS].tolist(), acc[4 + T_BINS:].tolist()
+        record = {
+            "kind": "train", "step": step, "time": time.time(),
+            "loss": loss_sum / samples if samples else None,
+            "loss_t": {name: s / c for name, s, c in zip(BIN_NAMES, sums, counts) if c},
+            "lr": lr, "grad_norm": _number(self.grad_norm),
+            "samples_per_s": samples / elapsed, "tokens_per_s": tokens / elapsed,
+            "mfu": mfu(flops, elapsed, self.world, self.peak_flops),
+            "memory_gib": float(memory.item()), "skipped_steps": self.skipped,
+        }
+        self._write(step, record)
+        return record
+
+    def log_val(self, step: int, mean: float, per_t: dict[str, float]) -> None:
+        self._write(step, {"kind": "val", "step": step, "time": time.time(), "val_loss": mean, "val_loss_t": per_t})
+
+    def log_grid(self, step: int, grid) -> None:
+        """Rank 0's sample grid, (H, W, 3) uint8, as a TensorBoard image."""
+        if self.writer is not None and grid is not None:
+            self.writer.add_image("samples", grid, step, dataformats="HWC")
+
+    def message(self, text: str) -> None:
+        """A line on rank 0's console, above the bar when there is one."""
+        if self.rank != 0:
+            return
+        if self.bar is not None and not self.bar.disable:
+            self.bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def _write(self, step: int, record: dict[str, Any]) -> None:
+        if self.rank != 0:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in _scalars(record):
+                self.writer.add_scalar(key, value, step)
+        self.message(_line(record))
+
+    def close(self) -> None:
+        if self.rank == 0:
+            self.bar.close()
+            if self.writer is not None:
+                self.writer.close()
+            self.file.close()
+
+
+def _scalars(record: dict[str, Any]):
+    if record["kind"] == "val":
+        yield "val/loss", record["val_loss"]
+        for t, v in record["val_loss_t"].items():
+            yield f"val/loss_t/{t}", v
+        return
+    names = {"loss": "train/loss", "lr": "train/lr", "grad_norm": "train/grad_norm",
+             "skipped_steps": "train/skipped_steps", "samples_per_s": "perf/samples_per_s",
+             "tokens_per_s": "perf/tokens_per_s", "mfu": "perf/mfu", "memory_gib": "perf/memory_gib"}
+    for key, tag in names.items():
+        if record[key] is not None:
+            yield tag, record[key]
+    for name, v in record["loss_t"].items():
+        yield f"train/loss_t/{name}", v
+
+
+def _line(record: dict[str, Any]) -> str:
+    if record["kind"] == "val":
+        return f"step {record['step']} | val loss {record['val_loss']:.5f}"
+    parts = [f"step {record['step']}"]
+    if record["loss"] is not None:
+        parts.append(f"loss {record['loss']:.5f}")
+    parts.append(f"lr {record['lr']:.3g}")
+    if record["grad_norm"] is not None:
+        parts.append(f"gnorm {record['grad_norm']:.3g}")
+    parts.append(f"{record['samples_per_s']:.1f} samples/s")
+    if record["mfu"] is not None:
+        parts.append(f"MFU {100 * record['mfu']:.1f}%")
+    parts.append(f"mem {record['memory_gib']:.2f} GiB")
+    if record["skipped_steps"]:
+        parts.append(f"skipped {record['skipped_steps']}")
+    return " | ".join(parts)

@@ -1,0 +1,142 @@
+"""One optimizer step: gradient accumulation over micro-batches, the flow loss, the non-finite guard.
+
+Timesteps and noise come from a generator seeded by (train.seed, step, rank, micro-batch), not
+from a running RNG, so a resumed run draws exactly what an uninterrupted one would. Timesteps are
+drawn from `flow.timestep_sampler`, then shifted for the batch's bucket:
+alpha = flow.shift * sqrt(bucket pixels / data.resolution^2), i.e. `flow.shift` at the recipe's
+resolution and the paper's sqrt(m/n) rule for buckets of other areas.
+
+Non-finite guard: a NaN/inf loss on any rank makes that rank's gradients non-finite, and
+DeepSpeed's ZeRO-1/2/3 and bf16 optimizers then skip the update on every rank (no weight,
+optimizer-state or schedule change). ZeRO-0 fp32 has no such check in DeepSpeed, so there the
+trainer checks the reduced gradients itself and skips the update the same way.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from data_pipeline.loader.rng import hash_ints
+from mmdit_scale.config.schema import FlowConfig, RunConfig
+from mmdit_scale.flow import get_formulation, get_timestep_sampler, shift_timesteps
+from mmdit_scale.flow.timestep_samplers import TimestepSampler
+from mmdit_scale.plan.flops import headline_flops
+from mmdit_scale.train import hooks
+from mmdit_scale.train.engine import compute_dtype
+
+T_BINS = 10
+"""Equal-width t bins the training loss is also reported in (loss/t_0.0-0.1, ...)."""
+
+_NOISE_DOMAIN = 0x7E57
+"""Keeps the trainer's noise seeds apart from the loader's counter-based draws."""
+
+
+def timestep_sampler(flow: FlowConfig) -> TimestepSampler:
+    options = {"lognorm": {"m": flow.lognorm_m, "s": flow.lognorm_s}, "mode": {"s": flow.mode_s}}
+    return get_timestep_sampler(flow.timestep_sampler, **options.get(flow.timestep_sampler, {}))
+
+
+@dataclass
+class StepResult:
+    applied: bool
+    """False when the update was skipped for a non-finite loss or gradient."""
+    loss_sum: torch.Tensor
+    """() this rank's sum of per-sample losses (stays on the device: no sync per step)."""
+    bin_sum: torch.Tensor
+    """(T_BINS,) per-sample losses summed by t bin."""
+    bin_count: torch.Tensor
+    """(T_BINS,) samples per t bin."""
+    samples: int
+    tokens: int
+    flops: float
+    grad_norm: torch.Tensor | float | None
+    """Global gradient norm before clipping, as DeepSpeed reports it (None when it keeps none)."""
+
+
+class TrainStep:
+    def __init__(self, engine, cfg: RunConfig, latent_factor: int, device: torch.device, rank: int, grad_accum: int):
+        self.engine, self.cfg, self.device, self.rank, self.grad_accum = engine, cfg, device, rank, grad_accum
+        self.formulation = get_formulation(cfg.flow.formulation)
+        self.sampler = timestep_sampler(cfg.flow)
+        self.dtype = compute_dtype(cfg)
+        self.base_pixels = cfg.data.resolution**2
+        self.latent_factor = latent_factor
+        self.own_guard = cfg.parallel.zero_stage == 0 and self.dtype == torch.float32
+        self.nan_steps = hooks.nan_steps()
+
+    def shift(self, height: int, width: int) -> float:
+        """Timestep shift for a latent of height x width."""
+        pixels = height * width * self.latent_factor**2
+        return self.cfg.flow.shift * math.sqrt(pixels / self.base_pixels)
+
+    def _generator(self, step: int, micro: int) -> torch.Generator:
+        seed = hash_ints(self.cfg.train.seed, _NOISE_DOMAIN, step, self.rank, micro) & (2**63 - 1)
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def model(self, z: torch.Tensor, t: torch.Tensor, context: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """The engine as a flow `model_fn`: the flow math runs in fp32, the model in the compute dtype."""
+        return self.engine(z.to(self.dtype), t, context, pooled)
+
+    def run(self, step: int, batches: list[dict]) -> StepResult:
+        """Optimizer step `step` (1-based) over `grad_accum` micro-batches of this rank."""
+        if len(batches) != self.grad_accum:
+            raise ValueError(f"step needs {self.grad_accum} micro-batches, got {len(batches)}")
+        loss_sum = torch.zeros((), device=self.device)
+        bin_sum = torch.zeros(T_BINS, device=self.device)
+        bin_count = torch.zeros(T_BINS, device=self.device)
+        samples = tokens = 0
+        flops = 0.0
+        own_skip = False
+        for micro, batch in enumerate(batches):
+            x0 = batch["latent"].to(self.device, torch.float32, non_blocking=True)  # (B, C, h, w)
+            context = batch["context"].to(self.device, self.dtype, non_blocking=True)  # (B, T, Dc)
+            pooled = batch["pooled"].to(self.device, self.dtype, non_blocking=True)  # (B, Dp)
+            b, _, h, w = x0.shape
+            g = self._generator(step, micro)
+            t = shift_timesteps(self.sampler.sample(b, generator=g, device=self.device), self.shift(h, w))  # (B,)
+            noise = torch.randn(x0.shape, generator=g, device=self.device)  # (B, C, h, w)
+            out = self.formulation.training_losses(self.model, x0, t, noise, context=context, pooled=pooled)
+            loss = out.loss.mean()
+            if self.rank == 0 and step in self.nan_steps:
+                loss = loss * float("nan")
+            self.engine.backward(loss)
+            if micro == len(batches) - 1 and self.own_guard:
+                own_skip = not self._grads_finite()
+            if own_skip:
+                self._skip_update()
+            else:
+                self.engine.step()
+            per_sample = out.loss.detach()
+            loss_sum += per_sample.sum()
+            bins = (out.t.detach() * T_BINS).long().clamp_(0, T_BINS - 1)
+            bin_sum.index_add_(0, bins, per_sample.float())
+            bin_count.index_add_(0, bins, torch.ones_like(per_sample, dtype=torch.float32))
+            patch = self.cfg.model.patch_size
+            seq = (h // patch) * (w // patch) + context.shape[1]
+            samples += b
+            tokens += b * seq
+            flops += b * headline_flops(self.cfg.model.depth, self.cfg.model.hidden_size, seq)
+        applied = self.engine.was_step_applied() and not own_skip
+        grad_norm = self.engine.get_global_grad_norm() if not self.own_guard else self._own_norm
+        return StepResult(applied=applied, loss_sum=loss_sum, bin_sum=bin_sum, bin_count=bin_count,
+                          samples=samples, tokens=tokens, flops=flops, grad_norm=grad_norm)
+
+    def _grads_finite(self) -> bool:
+        """ZeRO-0: the gradients are all-reduced by now, so every rank reaches the same answer."""
+        grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
+        self._own_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+        return bool(torch.isfinite(self._own_norm))
+
+    def _skip_update(self) -> None:
+        """Let DeepSpeed run its step bookkeeping (counters, zero_grad) without touching the weights,
+        reporting the step as an overflow exactly as its own ZeRO optimizers do."""
+        optimizer = self.engine.optimizer
+        optimizer.step = lambda *args, **kwargs: None
+        optimizer.overflow = True
+        try:
+            self.engine.step()
+        finally:
+            del optimizer.step
+            del optimizer.overflow
