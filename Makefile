@@ -11,6 +11,8 @@ export DS_ACCELERATOR ?= cpu
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export OMP_NUM_THREADS ?= 1
+# DeepSpeed's JIT-built CPU comm op, cached per venv (see tests/conftest.py).
+export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
 PYTEST_ARGS ?=
 
 .PHONY: install demo test test-fast test-slow clean

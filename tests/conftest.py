@@ -3,8 +3,12 @@
 Set here (not only in the Makefile) so a bare `pytest` from the venv behaves like `make test`.
 """
 import os
+import sys
 
 for _k, _v in {
+    # DeepSpeed JIT-builds a comm op once; a per-venv cache stops two venvs on one machine from
+    # rebuilding it in turn (its build flags name the venv's include paths).
+    "TORCH_EXTENSIONS_DIR": os.path.join(sys.prefix, "torch_extensions"),
     "DS_ACCELERATOR": "cpu",
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
