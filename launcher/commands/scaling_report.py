@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmdit_scale.eval.scaling import RunDirError, read_run
+    from mmdit_scale.eval.scaling import SD3_TOKENS, RunDirError, read_run
     from mmdit_scale.eval.scaling_report import write_scaling_report
 
     try:
@@ -31,6 +31,9 @@ def run(args: argparse.Namespace) -> int:
     for run in runs:
         if run.skipped_lines:
             print(f"note: {run.path}/metrics.jsonl: skipped {run.skipped_lines} unreadable line(s)", file=sys.stderr)
+        if run.tokens_from == SD3_TOKENS:
+            print(f"note: {run.path}: no readable manifest at data.train; FLOPs assume SD3's tokens "
+                  f"({run.tokens.image} image + {run.tokens.text} text at data.resolution)", file=sys.stderr)
         if not run.points:
             print(f"note: {run.path} has no validation loss yet; left out", file=sys.stderr)
     fit = report.compute_fit

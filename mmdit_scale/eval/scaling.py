@@ -2,7 +2,9 @@
 
 What a run directory must hold (written by `mmdit-scale train`; docs/recipes.md has the contract):
 - `config.yaml`: the resolved run config; gives the model (parameters are counted exactly on the
-  meta device), the FLOPs per sample at data.resolution, and train.global_batch;
+  meta device), the FLOPs per sample at data.resolution, and train.global_batch. The tokens per
+  sample come from the manifest of data.train when it can be read (its autoencoder factor and text
+  encoders: the demo's `pixel` autoencoder gives 16x the image tokens of SD3's), else SD3's layout;
 - `metrics.jsonl`: one JSON object per line. A line with `val_loss` is a validation point; it has
   `step` and may have `samples` (training samples seen so far; default step x global batch) and
   `flops` (training FLOPs so far; default samples x FLOPs per sample). Keys `eval/<name>` (e.g.
@@ -11,7 +13,9 @@ What a run directory must hold (written by `mmdit-scale train`; docs/recipes.md 
   objects (a line cut by a kill) are skipped.
 
 Compute is fitted on the frontier: at each compute, the lowest loss any run reached with at most
-that compute, L(C) = a C^(-b) + c. Size is fitted at fixed steps across runs, L(N) = a N^(-b) + c.
+that compute, L(C) = a C^(-b) + c. The step-0 validation of a fresh run (zero compute) stays a point
+of its run but is not on the frontier: a power law has no value at C = 0. Size is fitted at fixed
+steps across runs, L(N) = a N^(-b) + c.
 """
 from __future__ import annotations
 
@@ -22,6 +26,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+
+from mmdit_scale.config import RunConfig
+from mmdit_scale.plan.tokens import Tokens, square_tokens
 
 EVAL_PREFIX = "eval/"
 MIN_SATURATING_POINTS = 4
@@ -48,6 +55,10 @@ class Run:
     points: list[ValPoint]
     """Validation points in step order."""
     skipped_lines: int = 0
+    tokens: Optional[Tokens] = None
+    """Tokens of one sample, as flops_per_sample counts them."""
+    tokens_from: str = ""
+    """Where `tokens` came from: the training manifest's path, or SD3_TOKENS."""
 
     def at_step(self, step: int) -> Optional[ValPoint]:
         return next((p for p in self.points if p.step == step), None)
@@ -61,7 +72,6 @@ def read_run(path: str | Path, name: Optional[str] = None) -> Run:
     from mmdit_scale.config import ConfigError, load_config
     from mmdit_scale.plan.flops import training_flops
     from mmdit_scale.plan.params import count_parameters
-    from mmdit_scale.plan.tokens import square_tokens
 
     path = Path(path)
     config, metrics = path / "config.yaml", path / "metrics.jsonl"
@@ -72,7 +82,8 @@ def read_run(path: str | Path, name: Optional[str] = None) -> Run:
         cfg = load_config(config)
     except ConfigError as err:
         raise RunDirError(f"{config}: {err}") from None
-    per_sample = training_flops(cfg.model, square_tokens(cfg)).training
+    tokens, tokens_from = sample_tokens(cfg)
+    per_sample = training_flops(cfg.model, tokens).training
     rows, skipped = _read_metrics(metrics)
     points = []
     for step in sorted(rows):
@@ -85,7 +96,32 @@ def read_run(path: str | Path, name: Optional[str] = None) -> Run:
         points.append(ValPoint(step=step, samples=samples, flops=flops, val_loss=float(row["val_loss"]), evals=evals))
     return Run(name=name or path.name, path=path, depth=cfg.model.depth, hidden_size=cfg.model.hidden_size,
                params=count_parameters(cfg.model).total, flops_per_sample=per_sample, points=points,
-               skipped_lines=skipped)
+               skipped_lines=skipped, tokens=tokens, tokens_from=tokens_from)
+
+
+SD3_TOKENS = "SD3 default"
+"""`Run.tokens_from` when no manifest was read: SD3's 8x autoencoder and 154 text tokens."""
+
+
+def sample_tokens(cfg: RunConfig) -> tuple[Tokens, str]:
+    """Tokens of a data.resolution square sample, and where their layout came from.
+
+    The trainer checks data.train's manifest against the model, so its autoencoder factor and text
+    encoders are what the run consumed. Plan's `square_tokens` assumes SD3's (8x autoencoder, CLIP +
+    T5 text): the fallback when the shards are not at hand.
+    """
+    if cfg.data.train:
+        from data_pipeline.manifest import MANIFEST_NAME, Manifest
+
+        path = Path(cfg.data.train) / MANIFEST_NAME
+        try:
+            provenance = Manifest.load(path).provenance
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        else:
+            side = cfg.data.resolution // (provenance.latent.factor * cfg.model.patch_size)
+            return Tokens(image=side * side, text=provenance.text_layout().seq_len), str(path)
+    return square_tokens(cfg), SD3_TOKENS
 
 
 def _read_metrics(path: Path) -> tuple[dict[int, dict], int]:
@@ -175,8 +211,8 @@ def _best_offset(u: np.ndarray, y: np.ndarray) -> float:
 
 
 def compute_frontier(runs: Sequence[Run]) -> list[tuple[float, float]]:
-    """(compute, loss) points that no point with less or equal compute beats, in compute order."""
-    points = sorted((p.flops, p.val_loss) for run in runs for p in run.points)
+    """(compute, loss) points of positive compute that no point with less or equal compute beats, in compute order."""
+    points = sorted((p.flops, p.val_loss) for run in runs for p in run.points if p.flops > 0)
     frontier: list[tuple[float, float]] = []
     for flops, loss in points:
         if not frontier or loss < frontier[-1][1]:

@@ -107,6 +107,7 @@ def _as_json(report: ScalingReport) -> dict:
     return {
         "runs": [{"name": r.name, "path": str(r.path), "depth": r.depth, "hidden_size": r.hidden_size,
                   "params": r.params, "flops_per_sample": r.flops_per_sample,
+                  "tokens": asdict(r.tokens) if r.tokens else None, "tokens_from": r.tokens_from,
                   "points": [asdict(p) for p in r.points]} for r in report.runs],
         "compute_fit": asdict(report.compute_fit) if report.compute_fit else None,
         "params_fits": {str(step): asdict(fit) for step, fit in report.params_fits.items()},
@@ -123,7 +124,8 @@ def _plots(report: ScalingReport, frontier: list[tuple[float, float]], out: Path
     files = []
     fig, ax = plt.subplots(figsize=(7, 5))
     for run in sorted(report.runs, key=lambda r: r.params):
-        ax.plot([p.flops for p in run.points], [p.val_loss for p in run.points], "o-", ms=3,
+        spent = [p for p in run.points if p.flops > 0]  # a log axis has no place for step 0
+        ax.plot([p.flops for p in spent], [p.val_loss for p in spent], "o-", ms=3,
                 label=f"{run.name} ({run.params / 1e6:.3g}M)")
     if report.compute_fit:
         c = np.geomspace(frontier[0][0], frontier[-1][0], 200)

@@ -110,3 +110,47 @@ def test_frontier_keeps_only_points_no_cheaper_point_beats(runs: list[Path]) -> 
 def test_missing_run_files_are_named(tmp_path: Path, capsys) -> None:
     assert cli.main(["scaling-report", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     assert "config.yaml not found" in capsys.readouterr().err
+
+
+def test_a_step_zero_validation_stays_off_the_compute_frontier(runs: list[Path], tmp_path: Path) -> None:
+    """The trainer validates at step 0 of a fresh run (zero compute): that point must not stop the fit."""
+    fresh = []
+    for run in runs:
+        copy = tmp_path / run.name
+        copy.mkdir()
+        (copy / "config.yaml").write_bytes((run / "config.yaml").read_bytes())
+        (copy / "metrics.jsonl").write_text('{"kind": "val", "step": 0, "val_loss": 1.5}\n'
+                                            + (run / "metrics.jsonl").read_text())
+        fresh.append(read_run(copy))
+    assert fresh[0].points[0].flops == 0.0
+    frontier = compute_frontier(fresh)
+    assert all(flops > 0 for flops, _ in frontier)
+    assert fit_power_law(*zip(*frontier)).b == pytest.approx(B, rel=0.05)
+
+
+def test_tokens_come_from_the_training_manifest(tmp_path: Path) -> None:
+    """The demo's pixel autoencoder (factor 2) gives 64 image tokens at 32 px, not SD3's 4."""
+    from data_pipeline.manifest import EncoderInfo, LatentInfo, Manifest, Provenance
+    from mmdit_scale.eval.scaling import SD3_TOKENS
+    from mmdit_scale.plan.tokens import Tokens
+
+    clip = {"hidden": 32, "pooled": 32}
+    encoders = {"autoencoder": EncoderInfo("pixel", None, None, "fp32", {"channels": 12, "factor": 2}),
+                "clip_l": EncoderInfo("clip", "l", "x", "fp32", clip, tokens=77),
+                "clip_g": EncoderInfo("clip", "g", "x", "fp32", clip, tokens=77),
+                "t5": EncoderInfo("t5", "t5", "x", "fp32", {"hidden": 64}, tokens=77)}
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    Manifest(Provenance(encoders=encoders, latent=LatentInfo(12, 2, 1.0, 0.0), resolution=32)).save(
+        shards / "manifest.json")
+    overrides = ["data.resolution=32", "model.in_channels=12", "model.sample_size=16", "model.pos_embed_max_size=16"]
+    for data, tokens, source in ((shards, Tokens(image=64, text=154), str(shards / "manifest.json")),
+                                 (tmp_path / "gone", Tokens(image=4, text=154), SD3_TOKENS)):
+        run = tmp_path / f"run_{data.name}"
+        cfg = load_config(REPO / "recipes" / "tiny.yaml", [*overrides, f"data.train={data}"])
+        save_config(cfg, run / "config.yaml")
+        (run / "metrics.jsonl").write_text('{"step": 10, "val_loss": 1.0}\n')
+        got = read_run(run)
+        assert (got.tokens, got.tokens_from) == (tokens, source)
+        assert got.flops_per_sample == training_flops(cfg.model, tokens).training
+        assert got.points[0].flops == 10 * cfg.train.global_batch * got.flops_per_sample
