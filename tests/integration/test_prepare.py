@@ -56,7 +56,7 @@ def _sha(path: Path) -> str:
 
 
 def test_round_trip_through_shard_equals_direct_encode(demo_encoders, tmp_path):
-    write_demo_data(tmp_path / "in", count=6)
+    write_demo_data(tmp_path / "in", count=6, side=64)  # 64 px sources, encoded at 32 px
     report = _prepare(tmp_path / "in", tmp_path / "out", demo_encoders)
     assert (report.samples, report.shards_written, report.skipped) == (6, 2, {})
     manifest = Manifest.load(tmp_path / "out")
@@ -66,7 +66,8 @@ def test_round_trip_through_shard_equals_direct_encode(demo_encoders, tmp_path):
 
     # Direct encode of the same file with the same encoders, no prepare code in between.
     encoders = EncoderSet.load(load_encoders_config(demo_encoders), torch.device("cpu"))
-    image = decode_image((tmp_path / "in" / "000003.jpg").read_bytes())
+    source = next(p for p in (tmp_path / "in").glob("000003.*") if p.suffix not in (".txt", ".json"))
+    image = decode_image(source.read_bytes())
     placed = place(image, 32)
     latent = encoders.encode_images(pixels_to_tensor(placed.pixels)[None])[0]
     captions = {"orig": (tmp_path / "in" / "000003.txt").read_text().strip(),

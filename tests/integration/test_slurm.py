@@ -154,7 +154,7 @@ def test_two_node_job_requeues_on_usr1_resumes_and_matches_an_uninterrupted_job(
 
 def test_prepare_job_array_then_merge(cluster, tmp_path):
     images, out = tmp_path / "images", tmp_path / f"shards {HOSTILE}"
-    done = cli("make-demo-data", "--output", str(images), "--count", "12", "--size", "64")
+    done = cli("make-demo-data", "--out", str(images), "--n", "12", "--size", "64")
     assert done.returncode == 0, done.stderr
     done = cli("submit-prepare", str(images), str(out), "--parts", "2", "--prepare-flags", "--encoders", "demo",
                "--resolution", "32", "--samples-per-shard", "4")

@@ -1,0 +1,144 @@
+"""`sample` and `export` on a checkpoint in the trainer's on-disk layout, over real demo shards.
+
+The checkpoint holds random (not zero-initialised) weights of the demo recipe's model, so every
+output depends on every weight; the trainer itself is exercised by test_train and test_demo.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from data_pipeline.demo_data import all_combos, write_demo_data
+from data_pipeline.encoders.demo import build_demo_encoders
+from data_pipeline.format import TEXT_ENCODERS
+from data_pipeline.loader import LoaderConfig, ShardLoader
+from data_pipeline.prepare import PrepareOptions, run_prepare
+from launcher.cli import main
+from mmdit_scale.config import load_config, to_yaml
+from mmdit_scale.eval.demo import DEMO_TEXT_TOKENS
+from mmdit_scale.eval.sampling import RunSampler, SampleSettings
+from mmdit_scale.model import MMDiT
+from mmdit_scale.train import ckpt_files
+
+REPO = Path(__file__).resolve().parents[2]
+PROMPTS = ["a red circle in the top left", "a blue square in the bottom right"]
+
+
+@torch.no_grad()
+def _random_weights(model: MMDiT, seed: int) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(v.shape, generator=gen) * (v[0].numel() ** -0.5 if v.ndim > 1 else 0.1) + (
+        "norm" in k) for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory) -> Path:
+    root = tmp_path_factory.getbasetemp() / "demo-encoders"  # shared with the prepare tests
+    build_demo_encoders(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, encoders) -> Path:
+    """Demo shards plus a run dir whose `latest` checkpoint has random weights and a different EMA."""
+    root = tmp_path_factory.mktemp("sample")
+    write_demo_data(root / "images", count=8)
+    run_prepare(PrepareOptions(input=root / "images", output=root / "shards",
+                               encoders=str(encoders / "demo" / "encoders.yaml"), resolution=32, progress=False))
+    cfg = load_config(REPO / "recipes" / "demo.yaml", [f"data.train={root / 'shards'}"])
+    model = MMDiT(cfg.model)
+    ckpt = root / "run" / ckpt_files.CHECKPOINTS / ckpt_files.checkpoint_name(7)
+    ckpt.mkdir(parents=True)
+    save_file(_random_weights(model, 0), ckpt / ckpt_files.MODEL_FILE)
+    save_file(_random_weights(model, 1), ckpt / ckpt_files.EMA_FILE)
+    (ckpt / ckpt_files.CONFIG_FILE).write_text(to_yaml(cfg))
+    (ckpt / ckpt_files.STATE_FILE).write_text(json.dumps({"step": 7}))
+    ckpt_files.write_latest(ckpt.parent, ckpt.name)
+    return root / "run"
+
+
+def test_prompts_are_encoded_exactly_like_the_training_text(run_dir):
+    sampler = RunSampler(run_dir)
+    loader = ShardLoader(str(sampler.config.data.train), LoaderConfig(batch_size=8), validation=True)
+    batch = next(iter(loader))  # validation: original captions, nothing dropped
+    context, pooled = sampler.encode_prompts(list(batch["caption"]))
+    assert context.shape == (8, 154, 64) and pooled.shape == (8, 64)
+    assert torch.equal(context, batch["context"].float()) and torch.equal(pooled, batch["pooled"].float())
+
+
+def test_sample_writes_a_deterministic_grid_that_depends_on_prompt_seed_and_weights(run_dir, tmp_path):
+    base = ["sample", str(run_dir), "--prompt", PROMPTS[0], "--prompt", PROMPTS[1], "--steps", "4",
+            "--per-prompt", "3"]
+    assert main(base + ["--out", str(tmp_path / "a.png")]) == 0
+    assert main(base + ["--out", str(tmp_path / "b.png")]) == 0
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    grid = Image.open(tmp_path / "a.png")
+    assert grid.size == (3 * 96 + 4 * 2, 2 * 96 + 3 * 2)  # 32 px cells shown at 3x, 2 px gutters
+    record = json.loads((tmp_path / "a.json").read_text())
+    assert record["prompts"] == PROMPTS and record["steps"] == 4 and record["cfg"] == 3.0
+    assert record["checkpoint"].endswith("step_0000007")
+
+    sampler = RunSampler(run_dir)
+    settings = SampleSettings(steps=4, per_prompt=2)
+    images = sampler.sample(PROMPTS, settings)
+    assert images.shape == (4, 32, 32, 3) and images.dtype == np.uint8
+    assert not np.array_equal(images[0], images[1])  # two noises
+    swapped = sampler.sample(PROMPTS[::-1], settings)
+    assert not np.array_equal(images[0], swapped[0])  # same noise, other prompt
+    reseeded = sampler.sample(PROMPTS, SampleSettings(steps=4, per_prompt=2, seed=1))
+    assert not np.array_equal(images, reseeded)
+    ema = RunSampler(run_dir, ema=True).sample(PROMPTS, settings)
+    assert not np.array_equal(images, ema)
+
+
+def test_every_demo_caption_fits_the_demo_text_length(encoders):
+    from transformers import AutoTokenizer
+
+    captions = [c.caption for c in all_combos()] + [c.syn_caption for c in all_combos()]
+    for name in TEXT_ENCODERS:
+        tokenizer = AutoTokenizer.from_pretrained(encoders / "demo" / name)
+        longest = max(len(ids) for ids in tokenizer(captions).input_ids)  # BOS/EOS included
+        assert longest <= DEMO_TEXT_TOKENS, (name, longest)
+
+
+def test_sample_errors_exit_2(run_dir, tmp_path, capsys):
+    assert main(["sample", str(tmp_path), "--prompt", "x", "--out", str(tmp_path / "x.png")]) == 2
+    assert "not a checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("ema", [False, True])
+def test_diffusers_export_loads_and_gives_the_same_outputs(run_dir, tmp_path, ema):
+    from diffusers import SD3Transformer2DModel
+
+    out = tmp_path / "sd3"
+    assert main(["export", str(run_dir), "--format", "diffusers", "--out", str(out)] + ["--ema"] * ema) == 0
+    theirs = SD3Transformer2DModel.from_pretrained(out).eval()
+    ours = ckpt_files.build_model(run_dir, ema=ema)
+    gen = torch.Generator().manual_seed(0)
+    x, t = torch.randn(3, 12, 16, 16, generator=gen), torch.rand(3, generator=gen)
+    context, pooled = torch.randn(3, 154, 64, generator=gen), torch.randn(3, 64, generator=gen)
+    with torch.no_grad():
+        expected = ours(x, t, context, pooled)
+        got = theirs(hidden_states=x, encoder_hidden_states=context, pooled_projections=pooled,
+                     timestep=1000 * t).sample
+    assert expected.abs().max() > 0.1
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 * float(expected.abs().max()))
+
+
+def test_safetensors_export_round_trips(run_dir, tmp_path):
+    out = tmp_path / "model.safetensors"
+    assert main(["export", str(run_dir), "--format", "safetensors", "--out", str(out)]) == 0
+    weights = load_file(out)
+    ckpt = ckpt_files.resolve(run_dir)
+    assert weights.keys() == ckpt_files.load_weights(ckpt).keys()
+    assert all(torch.equal(weights[k], v) for k, v in ckpt_files.load_weights(ckpt).items())
+    from safetensors import safe_open
+
+    with safe_open(out, "pt") as f:
+        assert json.loads(f.metadata()["mmdit_config"])["in_channels"] == 12
