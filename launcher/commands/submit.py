@@ -25,22 +25,15 @@ DESCRIPTION = (
 )
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from launcher.slurm.options import add_resource_arguments
+    from launcher.slurm.options import add_resource_arguments, positive_int
     from launcher.slurm.render import DEFAULT_SIGNAL_LEAD
 
     parser.add_argument("recipe", metavar="RECIPE", help="recipe YAML, e.g. recipes/tiny.yaml")
     parser.add_argument("overrides", nargs="*", default=[], metavar="key=value",
                         help="dotted overrides, e.g. data.train=shards/train train.steps=1000")
-    parser.add_argument("--nodes", type=_positive, required=True, metavar="N", help="number of nodes")
-    parser.add_argument("--gpus-per-node", type=_positive, required=True, metavar="G",
+    parser.add_argument("--nodes", type=positive_int, required=True, metavar="N", help="number of nodes")
+    parser.add_argument("--gpus-per-node", type=positive_int, required=True, metavar="G",
                         help="ranks per node: GPUs (or CPU ranks with --cpu)")
     parser.add_argument("--run-dir", type=Path, metavar="DIR",
                         help="run directory (default: runs/<recipe name>); one with a checkpoint resumes")

@@ -25,20 +25,13 @@ DESCRIPTION = (
 _OWN_FLAGS = ("--input", "--output", "--part", "--no-merge", "--merge-only")
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from launcher.slurm.options import add_resource_arguments
+    from launcher.slurm.options import add_resource_arguments, positive_int
 
     parser.allow_abbrev = False  # `--part` after --prepare-flags must not read as an abbreviation of --parts
     parser.add_argument("source", type=Path, metavar="SRC", help="prepare's --input: images, tars or a table")
     parser.add_argument("output", type=Path, metavar="DIR", help="prepare's --output: shards and manifest.json")
-    parser.add_argument("--parts", type=_positive, required=True, metavar="N", help="array tasks (slices of SRC)")
+    parser.add_argument("--parts", type=positive_int, required=True, metavar="N", help="array tasks (slices of SRC)")
     parser.add_argument("--gpus-per-node", type=int, default=0, metavar="G",
                         help="GPUs per task (prepare starts one encoder worker per GPU; default 0: CPU)")
     parser.add_argument("--dry-run", action="store_true",
