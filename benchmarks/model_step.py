@@ -50,10 +50,10 @@ class Case:
 def presets(name: str) -> list[Case]:
     if name == "cpu":
         return [
-            Case("tiny", MMDiTConfig(depth=2, hidden_size=128, num_heads=2, context_dim=64, pooled_dim=32,
-                                     pos_embed_max_size=32, sample_size=32), batch=2, latent=16, text_tokens=16),
-            Case("cpu-d4-h256", MMDiTConfig(depth=4, hidden_size=256, num_heads=4), batch=2, latent=32,
-                 text_tokens=154),
+            Case("tiny", MMDiTConfig(depth=2, hidden_size=128, num_heads=2, in_channels=16, context_dim=64,
+                                     pooled_dim=32, pos_embed_max_size=32, sample_size=32),
+                 batch=2, latent=16, text_tokens=16),
+            Case("cpu-d4-h256", MMDiTConfig.from_depth(4, hidden_size=256), batch=2, latent=32, text_tokens=154),
         ]
     return [
         Case("d24-256px", MMDiTConfig.from_depth(24), batch=16, latent=32, text_tokens=154),

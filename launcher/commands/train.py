@@ -2,7 +2,8 @@
 
     mmdit-scale train RECIPE [key=value ...] [--nproc N] [--run-dir DIR]
 
-The config is resolved and checked here, before any rank starts; the launcher then writes it to
+The config is resolved and checked here, before any rank starts; model input dims the recipe
+leaves unset are read from the manifest of data.train. The launcher then writes the config to
 RUN_DIR/config.yaml, which the ranks read. A run dir with a `latest` checkpoint resumes from it.
 Exit codes: 0 finished, 1 failed, 2 bad config or data, 65 too many non-finite steps in a row,
 75 preempted (SIGUSR1/SIGTERM; run the same command again to resume).
@@ -55,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     from launcher.local_launch import launch, local_layout, slurm_layout
     from mmdit_scale.config import ConfigError, load_config, save_config, to_dict
     from mmdit_scale.train import ckpt_files
+    from mmdit_scale.train.data_dims import fill_input_dims
+    from mmdit_scale.train.init_from import check_init_source
     from mmdit_scale.train.ds_config import grad_accumulation
 
     if args.nproc is not None and args.nproc < 1:
@@ -68,10 +71,18 @@ def run(args: argparse.Namespace) -> int:
     if not cfg.data.train:
         return _fail("data.train is empty: set it to a directory of shards written by `mmdit-scale prepare` "
                      "(e.g. data.train=shards/train)")
+    try:
+        cfg, filled = fill_input_dims(cfg)
+    except ValueError as err:
+        return _fail(str(err))
+    if filled:
+        print(f"mmdit-scale train: {filled}", flush=True)
     run_dir = (args.run_dir or Path("runs") / Path(args.recipe).stem).resolve()
     config_path = run_dir / ckpt_files.CONFIG_FILE
     try:
         latest = ckpt_files.read_latest(ckpt_files.checkpoints_root(cfg, run_dir))
+        if latest is None:  # a resumed run has its own weights and ignores init_from
+            check_init_source(cfg)
     except ValueError as err:
         return _fail(str(err))
     if layout.writes_config:

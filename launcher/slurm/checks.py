@@ -51,11 +51,11 @@ def check_data(cfg, job: TrainJob, strict: bool) -> list[str]:
                 raise SubmitError(message)
             notes.append(f"note: {message}")
     if cfg.train.init_from:
-        from mmdit_scale.train import ckpt_files
+        from mmdit_scale.train.init_from import check_init_source
 
         try:
-            ckpt_files.resolve(job.env.workdir / cfg.train.init_from)
-        except (FileNotFoundError, ValueError) as err:
+            check_init_source(cfg, job.env.workdir)
+        except ValueError as err:
             if strict and not job.after:
                 raise SubmitError(f"train.init_from: {err}") from None
             notes.append(f"note: train.init_from={cfg.train.init_from} has no checkpoint yet"

@@ -8,10 +8,14 @@ Differences the converter absorbs:
 - diffusers stores the sin-cos position table as a persistent buffer; ours recomputes it from the config.
   from_diffusers checks that the stored table is the one the config implies.
 diffusers' timestep argument is 1000 * t where ours takes t in [0, 1].
+`read_sd3_transformer` reads a saved transformer directory (released SD3 weights) for `train.init_from`.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import json
+from dataclasses import fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 
@@ -100,6 +104,27 @@ def config_from_diffusers(config: Any) -> MMDiTConfig:
         sample_size=c["sample_size"])
 
 
+DIFFUSERS_NAMES = {
+    "depth": "num_layers", "hidden_size": "num_attention_heads * attention_head_dim",
+    "num_heads": "num_attention_heads", "context_dim": "joint_attention_dim", "pooled_dim": "pooled_projection_dim",
+    "mlp_ratio": "fixed in diffusers",
+}
+"""diffusers' config.json name of an MMDiTConfig field, where it differs (for messages)."""
+
+
+def config_differences(recipe: MMDiTConfig, theirs: MMDiTConfig) -> list[str]:
+    """'field: recipe A, diffusers B' for each field where a recipe's model differs from a diffusers
+    transformer's layout. QK-norm may be added to weights without it (the scales start at one), not dropped."""
+    out = []
+    for f in fields(MMDiTConfig):
+        ours, other = getattr(recipe, f.name), getattr(theirs, f.name)
+        differs = (other and not ours) if f.name == "qk_norm" else ours != other
+        if differs:
+            alias = f" ({DIFFUSERS_NAMES[f.name]})" if f.name in DIFFUSERS_NAMES else ""
+            out.append(f"{f.name}: recipe {ours}, diffusers {other}{alias}")
+    return out
+
+
 def config_to_diffusers(cfg: MMDiTConfig) -> dict[str, Any]:
     """Keyword arguments of SD3Transformer2DModel for an MMDiTConfig."""
     if cfg.mlp_ratio != DIFFUSERS_MLP_RATIO:
@@ -112,25 +137,33 @@ def config_to_diffusers(cfg: MMDiTConfig) -> dict[str, Any]:
         dual_attention_layers=tuple(cfg.dual_attention_layers), qk_norm="rms_norm" if cfg.qk_norm else None)
 
 
-def state_dict_from_diffusers(sd: dict[str, torch.Tensor], cfg: MMDiTConfig) -> dict[str, torch.Tensor]:
-    """Our state dict (fresh tensors) from a diffusers SD3 state dict; unknown or missing keys raise."""
-    out, used = {}, {POS_EMBED_KEY}
-    for ours, theirs, op in key_map(cfg):
-        missing = [k for k in theirs if k not in sd]
-        if missing:
-            raise KeyError(f"diffusers state dict lacks {missing} (needed for {ours})")
-        tensors = [sd[k] for k in theirs]
-        if op == FUSE_QKV:
-            out[ours] = torch.cat(tensors, dim=0)
-        elif op == SWAP_HALVES:
-            out[ours] = _swap_halves(tensors[0])
-        else:
-            out[ours] = tensors[0].clone()
-        used.update(theirs)
-    unexpected = sorted(set(sd) - used)
+def iter_state_from_diffusers(sd: dict[str, torch.Tensor], cfg: MMDiTConfig,
+                              release: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
+    """(our key, tensor) one at a time from a diffusers SD3 state dict; unknown or missing keys raise
+    before the first item. A yielded tensor never aliases one still in `sd`. With `release`, each
+    diffusers tensor leaves `sd` as it is used, so a caller that copies each item into a model holds
+    the source and one converted tensor at a time, never a second full copy."""
+    entries = key_map(cfg)
+    needed = {k for _, theirs, _ in entries for k in theirs}
+    missing = sorted(needed - set(sd))
+    if missing:
+        raise KeyError(f"diffusers state dict lacks {missing[:8]}")
+    unexpected = sorted(set(sd) - needed - {POS_EMBED_KEY})
     if unexpected:
         raise KeyError(f"diffusers state dict has keys with no counterpart in MMDiT: {unexpected[:8]}")
-    return out
+    for ours, theirs, op in entries:
+        tensors = [sd.pop(k) if release else sd[k] for k in theirs]
+        if op == FUSE_QKV:
+            yield ours, torch.cat(tensors, dim=0)
+        elif op == SWAP_HALVES:
+            yield ours, _swap_halves(tensors[0])
+        else:
+            yield ours, tensors[0] if release else tensors[0].clone()
+
+
+def state_dict_from_diffusers(sd: dict[str, torch.Tensor], cfg: MMDiTConfig) -> dict[str, torch.Tensor]:
+    """Our state dict (fresh tensors) from a diffusers SD3 state dict; unknown or missing keys raise."""
+    return dict(iter_state_from_diffusers(sd, cfg))
 
 
 def state_dict_to_diffusers(sd: dict[str, torch.Tensor], cfg: MMDiTConfig) -> dict[str, torch.Tensor]:
@@ -158,8 +191,7 @@ def from_diffusers(model: "SD3Transformer2DModel") -> MMDiT:
     # The table is not a parameter: materialise ours, then make sure diffusers' stored one is the same.
     ours.x_embedder.pos_embed = torch.empty(ref.shape[1:], device=ref.device, dtype=ref.dtype)
     ours.x_embedder.reset_pos_embed()
-    if not torch.allclose(ours.x_embedder.pos_embed.float(), ref[0].float(), atol=1e-6, rtol=0):
-        raise ValueError("diffusers' position table differs from the sin-cos table its config implies")
+    check_pos_table(ours.x_embedder.pos_embed, ref)
     return ours
 
 
@@ -174,3 +206,62 @@ def to_diffusers(model: MMDiT) -> "SD3Transformer2DModel":
         theirs = SD3Transformer2DModel(**config_to_diffusers(cfg))
     theirs.load_state_dict(sd, strict=True, assign=True)
     return theirs
+
+
+POS_TABLE_ATOL = torch.finfo(torch.bfloat16).eps
+"""How closely a stored position table must match ours: bf16 rounding passes (releases store bf16 or fp16,
+and a table may be upcast on loading), while another layout's table differs by O(1) somewhere."""
+
+
+def check_pos_table(table: torch.Tensor, stored: torch.Tensor) -> None:
+    """Raise unless diffusers' stored position table `stored` (1, M*M, D) is our sin-cos `table` (M*M, D).
+
+    Our model recomputes the table from the config instead of loading it, so a stored table that is not
+    the config's would silently change every output.
+    """
+    ours = table.detach().to(stored.device).float()
+    ref = stored[0].float()
+    if ours.shape != ref.shape or not torch.allclose(ours, ref, atol=POS_TABLE_ATOL, rtol=0):
+        raise ValueError("diffusers' position table differs from the sin-cos table its config implies")
+
+
+_SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def stored_dtype(directory: Path) -> torch.dtype | None:
+    """The one dtype of a diffusers model directory's safetensors weights (sharded or not); None when
+    the weights mix dtypes or are not safetensors."""
+    from diffusers.utils.constants import SAFE_WEIGHTS_INDEX_NAME, SAFETENSORS_WEIGHTS_NAME
+    from safetensors import safe_open
+
+    index = directory / SAFE_WEIGHTS_INDEX_NAME
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (directory / SAFETENSORS_WEIGHTS_NAME).is_file():
+        files = [SAFETENSORS_WEIGHTS_NAME]
+    else:
+        return None
+    found = set()
+    for name in files:
+        with safe_open(str(directory / name), framework="pt") as f:
+            found.update(f.get_slice(k).get_dtype() for k in f.keys())
+    return _SAFETENSORS_DTYPES.get(found.pop()) if len(found) == 1 else None
+
+
+def read_sd3_transformer(directory: str | Path) -> tuple[MMDiTConfig, dict[str, torch.Tensor]]:
+    """Layout and diffusers state dict of a saved SD3Transformer2DModel, through diffusers' own
+    `from_pretrained` (single file or sharded with an index), in the dtype stored on disk.
+
+    Left to itself diffusers would upcast to float32: a needless full fp32 copy of a model of billions of
+    parameters, when the caller copies into its own fp32 weights anyway. The returned dict is the only
+    owner of the tensors (the module is dropped), so `iter_state_from_diffusers(..., release=True)` frees
+    them one by one.
+    """
+    from diffusers import SD3Transformer2DModel
+
+    directory = Path(directory)
+    model = SD3Transformer2DModel.from_pretrained(directory, torch_dtype=stored_dtype(directory))
+    cfg = config_from_diffusers(model.config)
+    sd = model.state_dict()
+    del model
+    return cfg, sd

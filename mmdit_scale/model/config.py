@@ -5,11 +5,30 @@ loads it from YAML through OmegaConf, so every field is a plain type OmegaConf c
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Optional
 
 HEAD_DIM = 64
 """Head dimension of the SD3 width ladder: hidden = 64 * depth with depth heads."""
+
+
+@dataclass(frozen=True)
+class InputDims:
+    """The model input widths that the data fixes (same names as the MMDiTConfig fields)."""
+
+    in_channels: int
+    """Latent channels of the autoencoder."""
+    context_dim: int
+    """Width of the text context: T5's hidden width when T5 is used, else CLIP-L + CLIP-G hidden."""
+    pooled_dim: int
+    """CLIP-L pooled + CLIP-G pooled."""
+
+
+SD3_INPUT_DIMS = InputDims(in_channels=16, context_dim=4096, pooled_dim=2048)
+"""SD3's data: the 16-channel VAE, CLIP-L/G (768 + 1280) padded to T5-XXL's 4096, pooled 768 + 1280.
+The SD3 ladder (`from_depth`) and `mmdit-scale plan` without shards use it."""
+
+INPUT_DIM_NAMES: tuple[str, ...] = tuple(f.name for f in fields(InputDims))
 
 
 @dataclass
@@ -24,14 +43,14 @@ class MMDiTConfig:
     """Attention heads; None means depth (head dim 64)."""
     patch_size: int = 2
     """Side of the square latent patch that becomes one image token."""
-    in_channels: int = 16
-    """Latent channels coming from the autoencoder."""
+    in_channels: Optional[int] = None
+    """Latent channels coming from the autoencoder; None: from the shard manifest (`train` fills it)."""
     out_channels: Optional[int] = None
     """Channels of the predicted velocity; None means in_channels."""
-    context_dim: int = 4096
-    """Channel width of the text context sequence (CLIP-L/G zero-padded and T5-XXL)."""
-    pooled_dim: int = 2048
-    """Width of the pooled CLIP-L + CLIP-G text vector."""
+    context_dim: Optional[int] = None
+    """Channel width of the text context sequence (CLIP-L/G zero-padded and T5); None: from the manifest."""
+    pooled_dim: Optional[int] = None
+    """Width of the pooled CLIP-L + CLIP-G text vector; None: from the manifest."""
     mlp_ratio: float = 4.0
     """MLP hidden width as a multiple of hidden_size."""
     qk_norm: bool = False
@@ -62,6 +81,8 @@ class MMDiTConfig:
                     "context_dim", "pooled_dim", "pos_embed_max_size", "sample_size")
         for name in positive:
             value = getattr(self, name)
+            if value is None and name in (*INPUT_DIM_NAMES, "out_channels"):
+                continue  # filled from the data before a model is built (out_channels follows in_channels)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"MMDiTConfig.{name} must be a positive int, got {value!r}")
         if self.mlp_ratio <= 0:
@@ -91,7 +112,16 @@ class MMDiTConfig:
         """Token-grid side of the training resolution; positions are scaled relative to it."""
         return self.sample_size // self.patch_size
 
+    def missing_input_dims(self) -> tuple[str, ...]:
+        """Names of the input dims left unset (None), in InputDims order."""
+        return tuple(name for name in INPUT_DIM_NAMES if getattr(self, name) is None)
+
+    def with_input_dims(self, dims: InputDims) -> "MMDiTConfig":
+        """A copy whose unset input dims come from `dims`; dims already set are kept, so data that
+        does not match them is still refused by the loader."""
+        return replace(self, **{name: getattr(dims, name) for name in self.missing_input_dims()})
+
     @classmethod
     def from_depth(cls, depth: int, **overrides: Any) -> "MMDiTConfig":
-        """One rung of the SD3 ladder: hidden 64*depth, depth heads, everything else SD3's default."""
-        return cls(depth=depth, **overrides)
+        """One rung of the SD3 ladder: hidden 64*depth, depth heads, SD3's input dims and defaults."""
+        return cls(depth=depth, **{**asdict(SD3_INPUT_DIMS), **overrides})

@@ -36,6 +36,11 @@ class MMDiT(nn.Module):
 
     def __init__(self, cfg: MMDiTConfig):
         super().__init__()
+        missing = cfg.missing_input_dims()
+        if missing:
+            keys = ", ".join(f"model.{name}" for name in missing)
+            raise ValueError(f"{keys} unset: `mmdit-scale train` fills unset input dims from the manifest of "
+                             f"data.train; to build the model elsewhere, set {keys} in the recipe")
         self.cfg = cfg
         dim = cfg.hidden_size
         self.x_embedder = PatchEmbed(cfg.in_channels, dim, cfg.patch_size, cfg.pos_embed_max_size, cfg.base_size)

@@ -47,6 +47,8 @@ def to_text(plan: Plan, title: str) -> str:
         "",
         f"model        depth {m.depth}, width {m.hidden_size}, {m.num_heads} heads"
         f"{', QK-norm' if m.qk_norm else ''}{', MM-DiT-X' if m.dual_attention_layers else ''}",
+        f"inputs       latent {m.in_channels} channels, context {m.context_dim}, pooled {m.pooled_dim}; "
+        f"{plan.input_dims_from}",
         f"parameters   {plan.params.total:,} ({_count(plan.params.total)})",
         f"tokens       {plan.tokens.image} image + {plan.tokens.text} text = {plan.tokens.total} per sample "
         f"at {cfg.data.resolution} px" + (f" (largest bucket: {plan.largest.image} image)"

@@ -1,7 +1,8 @@
 """The whole plan of one recipe on N GPUs: size, FLOPs, memory by ZeRO stage, batch, time and data.
 
 `make_plan(cfg, Hardware(gpus=64))` computes it; `to_json` and `to_text` present it. The numbers
-come from params.py (the meta-device model), flops.py, memory.py and dataset.py.
+come from params.py (the meta-device model), flops.py, memory.py and dataset.py. Model input dims
+the recipe leaves unset come from data.train's manifest, else SD3's (the plan says which).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from mmdit_scale.plan.memory import GIB, USABLE_FRACTION, ZERO_STAGES, Memory, a
 from mmdit_scale.plan.params import ParamCount, count_parameters
 from mmdit_scale.plan.suggest import Suggestion, suggestions
 from mmdit_scale.plan.tokens import Tokens, largest_tokens, square_tokens
+from mmdit_scale.train.data_dims import fill_input_dims
 
 PEAK_TFLOPS = {"bf16": 989.4, "fp32": 494.7}
 """Dense peak of an H100 SXM: bf16 tensor cores, and TF32 tensor cores for fp32 runs."""
@@ -62,6 +64,8 @@ class Plan:
     step_seconds: float
     data: SampleBytes
     suggestions: list[Suggestion]
+    input_dims_from: str
+    """Where the model input dims came from: the recipe, or which ones the manifest or SD3's defaults filled."""
 
     @property
     def fits_by_stage(self) -> dict[int, bool]:
@@ -94,6 +98,7 @@ class Plan:
 
 
 def make_plan(cfg: RunConfig, hardware: Hardware, params: Optional[ParamCount] = None) -> Plan:
+    cfg, filled = fill_input_dims(cfg, sd3_fallback=True)
     params = params or count_parameters(cfg.model)
     tokens, largest = square_tokens(cfg), largest_tokens(cfg)
     flops = training_flops(cfg.model, tokens)
@@ -117,7 +122,8 @@ def make_plan(cfg: RunConfig, hardware: Hardware, params: Optional[ParamCount] =
         cfg.train.global_batch)
     return Plan(cfg=cfg, hardware=hardware, params=params, tokens=tokens, largest=largest, flops=flops,
                 memory=memory, activations=activations, grad_accum=grad_accum, samples_per_step=samples_per_step,
-                step_seconds=step_seconds, data=sample_bytes(cfg), suggestions=advice)
+                step_seconds=step_seconds, data=sample_bytes(cfg), suggestions=advice,
+                input_dims_from=filled or "set in the recipe")
 
 
 def _zero(stage: int) -> str:
@@ -130,6 +136,8 @@ def to_json(plan: Plan) -> dict[str, Any]:
     return {
         "model": {"depth": cfg.model.depth, "hidden_size": cfg.model.hidden_size, "num_heads": cfg.model.num_heads,
                   "qk_norm": cfg.model.qk_norm},
+        "input_dims": {"in_channels": cfg.model.in_channels, "context_dim": cfg.model.context_dim,
+                       "pooled_dim": cfg.model.pooled_dim, "from": plan.input_dims_from},
         "params": plan.params.total,
         "tokens": {"image": plan.tokens.image, "text": plan.tokens.text, "largest_image": plan.largest.image},
         "flops_per_sample": plan.flops.training,

@@ -290,3 +290,19 @@ def test_fatal_errors_exit_nonzero(demo_encoders, tmp_path, capsys):
     assert main(base + ["--encoders", demo_encoders, "--min-size", "100"]) == 1  # every image too small
     assert "nothing written" in capsys.readouterr().err
     assert main(base + ["--encoders", demo_encoders, "--resolution", "30"]) == 1  # 30 % (2 * 2) != 0
+
+
+def test_the_tiny_recipe_takes_its_input_dims_from_demo_shards(demo_encoders, tmp_path):
+    """recipes/tiny.yaml sets no input dims: `train` fills them from the manifest prepare wrote."""
+    from mmdit_scale.config import load_config
+    from mmdit_scale.train.data_dims import fill_input_dims
+
+    write_demo_data(tmp_path / "in", count=4, side=32)
+    _prepare(tmp_path / "in", tmp_path / "out", demo_encoders)
+    cfg, note = fill_input_dims(load_config(Path(__file__).parents[2] / "recipes" / "tiny.yaml",
+                                            [f"data.train={tmp_path / 'out'}"]))
+    m = cfg.model
+    assert (m.in_channels, m.context_dim, m.pooled_dim) == (12, 64, 64)  # pixel autoencoder; T5 64; CLIP 32 + 32
+    assert note.endswith(f"from the manifest {tmp_path / 'out' / 'manifest.json'}")
+    assert check_against_model(Manifest.load(tmp_path / "out").provenance, in_channels=m.in_channels,
+                               context_dim=m.context_dim, pooled_dim=m.pooled_dim, patch_size=m.patch_size) == []

@@ -22,9 +22,10 @@ from data_pipeline.prepare import PrepareOptions, run_prepare
 from launcher.cli import main
 from mmdit_scale.config import load_config, to_yaml
 from mmdit_scale.eval.demo import DEMO_TEXT_TOKENS
-from mmdit_scale.eval.sampling import RunSampler, SampleSettings
+from mmdit_scale.eval.sampling import RunSampler, SampleSettings, write_grid
 from mmdit_scale.model import MMDiT
 from mmdit_scale.train import ckpt_files
+from mmdit_scale.train.data_dims import fill_input_dims
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPTS = ["a red circle in the top left", "a blue square in the bottom right"]
@@ -51,7 +52,7 @@ def run_dir(tmp_path_factory, encoders) -> Path:
     write_demo_data(root / "images", count=8)
     run_prepare(PrepareOptions(input=root / "images", output=root / "shards",
                                encoders=str(encoders / "demo" / "encoders.yaml"), resolution=32, progress=False))
-    cfg = load_config(REPO / "recipes" / "demo.yaml", [f"data.train={root / 'shards'}"])
+    cfg, _ = fill_input_dims(load_config(REPO / "recipes" / "demo.yaml", [f"data.train={root / 'shards'}"]))
     model = MMDiT(cfg.model)
     ckpt = root / "run" / ckpt_files.CHECKPOINTS / ckpt_files.checkpoint_name(7)
     ckpt.mkdir(parents=True)
@@ -63,8 +64,12 @@ def run_dir(tmp_path_factory, encoders) -> Path:
     return root / "run"
 
 
-def test_prompts_are_encoded_exactly_like_the_training_text(run_dir):
-    sampler = RunSampler(run_dir)
+@pytest.fixture(scope="module")
+def sampler(run_dir) -> RunSampler:
+    return RunSampler(run_dir)
+
+
+def test_prompts_are_encoded_exactly_like_the_training_text(sampler):
     loader = ShardLoader(str(sampler.config.data.train), LoaderConfig(batch_size=8), validation=True)
     batch = next(iter(loader))  # validation: original captions, nothing dropped
     context, pooled = sampler.encode_prompts(list(batch["caption"]))
@@ -72,11 +77,13 @@ def test_prompts_are_encoded_exactly_like_the_training_text(run_dir):
     assert torch.equal(context, batch["context"].float()) and torch.equal(pooled, batch["pooled"].float())
 
 
-def test_sample_writes_a_deterministic_grid_that_depends_on_prompt_seed_and_weights(run_dir, tmp_path):
+def test_sample_writes_a_deterministic_grid_that_depends_on_prompt_seed_and_weights(run_dir, sampler, tmp_path):
     base = ["sample", str(run_dir), "--prompt", PROMPTS[0], "--prompt", PROMPTS[1], "--steps", "4",
             "--per-prompt", "3"]
     assert main(base + ["--out", str(tmp_path / "a.png")]) == 0
-    assert main(base + ["--out", str(tmp_path / "b.png")]) == 0
+    # A second sampler (the module's) with the same settings writes the same bytes.
+    again = SampleSettings(steps=4, per_prompt=3)
+    write_grid(sampler.sample(PROMPTS, again), PROMPTS, again, tmp_path / "b.png", sampler.checkpoint)
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
     grid = Image.open(tmp_path / "a.png")
     assert grid.size == (3 * 96 + 4 * 2, 2 * 96 + 3 * 2)  # 32 px cells shown at 3x, 2 px gutters
@@ -84,7 +91,6 @@ def test_sample_writes_a_deterministic_grid_that_depends_on_prompt_seed_and_weig
     assert record["prompts"] == PROMPTS and record["steps"] == 4 and record["cfg"] == 3.0
     assert record["checkpoint"].endswith("step_0000007")
 
-    sampler = RunSampler(run_dir)
     settings = SampleSettings(steps=4, per_prompt=2)
     images = sampler.sample(PROMPTS, settings)
     assert images.shape == (4, 32, 32, 3) and images.dtype == np.uint8

@@ -141,7 +141,8 @@ def test_unsupported_diffusers_layouts_raise(overrides, message):
 
 
 def test_mlp_ratio_other_than_4_cannot_be_exported():
-    ours = MMDiT(MMDiTConfig(depth=1, hidden_size=64, num_heads=2, context_dim=16, pooled_dim=8, mlp_ratio=2.0,
+    ours = MMDiT(MMDiTConfig(depth=1, hidden_size=64, num_heads=2, in_channels=16, context_dim=16, pooled_dim=8,
+                             mlp_ratio=2.0,
                              pos_embed_max_size=8, sample_size=8))
     with pytest.raises(ValueError, match="MLP ratio"):
         to_diffusers(ours)

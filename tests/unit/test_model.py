@@ -12,8 +12,8 @@ from mmdit_scale.interop.parity import randomise_parameters
 from mmdit_scale.model import MMDiT, MMDiTConfig
 from mmdit_scale.model.embeddings import sincos_2d_table, timestep_features
 
-TINY = dict(depth=2, hidden_size=64, num_heads=2, context_dim=32, pooled_dim=24, pos_embed_max_size=16,
-            sample_size=16)
+TINY = dict(depth=2, hidden_size=64, num_heads=2, in_channels=16, context_dim=32, pooled_dim=24,
+            pos_embed_max_size=16, sample_size=16)
 
 
 def sd3_params(d: int) -> int:

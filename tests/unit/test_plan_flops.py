@@ -41,9 +41,9 @@ def test_meta_model_count_matches_the_card_formula(depth: int) -> None:
 
 
 SMALL = {
-    "plain": MMDiTConfig(depth=2, hidden_size=64, num_heads=2, context_dim=48, pooled_dim=32,
+    "plain": MMDiTConfig(depth=2, hidden_size=64, num_heads=2, in_channels=16, context_dim=48, pooled_dim=32,
                          sample_size=8, pos_embed_max_size=8),
-    "qk-norm+mmdit-x": MMDiTConfig(depth=3, hidden_size=128, num_heads=2, context_dim=96, pooled_dim=32,
+    "qk-norm+mmdit-x": MMDiTConfig(depth=3, hidden_size=128, num_heads=2, in_channels=16, context_dim=96, pooled_dim=32,
                                    qk_norm=True, dual_attention_layers=(0, 2), sample_size=12, pos_embed_max_size=12),
 }
 

@@ -66,12 +66,12 @@ def _saved_elements(cfg: MMDiTConfig, image_side: int, text: int, checkpointing:
 
 
 CONFIGS = {
-    "qk-norm": MMDiTConfig(depth=3, hidden_size=128, num_heads=2, context_dim=96, pooled_dim=64, qk_norm=True,
-                           sample_size=16, pos_embed_max_size=8),
-    "no-qk-norm": MMDiTConfig(depth=3, hidden_size=128, num_heads=2, context_dim=96, pooled_dim=64,
+    "qk-norm": MMDiTConfig(depth=3, hidden_size=128, num_heads=2, in_channels=16, context_dim=96, pooled_dim=64,
+                           qk_norm=True, sample_size=16, pos_embed_max_size=8),
+    "no-qk-norm": MMDiTConfig(depth=3, hidden_size=128, num_heads=2, in_channels=16, context_dim=96, pooled_dim=64,
                               sample_size=16, pos_embed_max_size=8),
-    "mmdit-x": MMDiTConfig(depth=4, hidden_size=192, num_heads=3, context_dim=96, pooled_dim=64, qk_norm=True,
-                           dual_attention_layers=(0, 2), sample_size=16, pos_embed_max_size=8),
+    "mmdit-x": MMDiTConfig(depth=4, hidden_size=192, num_heads=3, in_channels=16, context_dim=96, pooled_dim=64,
+                           qk_norm=True, dual_attention_layers=(0, 2), sample_size=16, pos_embed_max_size=8),
 }
 
 

@@ -60,7 +60,8 @@ def test_ladder_is_the_paper_depths() -> None:
 def test_tiny_is_a_small_fp32_cpu_run() -> None:
     cfg = load_config(REPO / "recipes" / "tiny.yaml")
     m = cfg.model
-    assert (m.depth, m.hidden_size, m.num_heads, m.context_dim, m.pooled_dim) == (2, 64, 2, 64, 64)
+    assert (m.depth, m.hidden_size, m.num_heads) == (2, 64, 2)
+    assert m.missing_input_dims() == ("in_channels", "context_dim", "pooled_dim")  # from the shards' manifest
     assert cfg.parallel.precision == "fp32"
     assert cfg.data.resolution == 8 * m.sample_size          # latents of the 8x autoencoder
     assert m.pos_embed_max_size >= m.sample_size // m.patch_size

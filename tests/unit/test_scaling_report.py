@@ -25,11 +25,15 @@ def law(flops: np.ndarray | float) -> np.ndarray | float:
     return A * (np.asarray(flops) / 1e12) ** -B + C
 
 
+TINY_INPUTS = ("model.in_channels=16", "model.context_dim=64", "model.pooled_dim=64")
+"""recipes/tiny.yaml leaves its input dims to the shard manifest; these run dirs have none."""
+
+
 def make_run(root: Path, depth: int, rng: np.random.Generator, noise: float = 0.001) -> Path:
     """A tiny-recipe run of `depth` blocks (width 64 d) with validation points every 1000 steps."""
     run = root / f"d{depth}"
     cfg = load_config(REPO / "recipes" / "tiny.yaml",
-                      [f"model.depth={depth}", "model.hidden_size=null", "model.num_heads=null"])
+                      [f"model.depth={depth}", "model.hidden_size=null", "model.num_heads=null", *TINY_INPUTS])
     save_config(cfg, run / "config.yaml")
     params = count_parameters(cfg.model).total
     lines = []
@@ -69,7 +73,7 @@ def test_run_dir_reading(runs: list[Path]) -> None:
 
 
 def test_compute_and_samples_default_from_the_config(tmp_path: Path) -> None:
-    cfg = load_config(REPO / "recipes" / "tiny.yaml")
+    cfg = load_config(REPO / "recipes" / "tiny.yaml", list(TINY_INPUTS))
     save_config(cfg, tmp_path / "config.yaml")
     (tmp_path / "metrics.jsonl").write_text('{"step": 5, "val_loss": 1.5}\n'
                                             '{"step": 7, "samples": 100, "val_loss": 1.4}\n')
@@ -143,7 +147,8 @@ def test_tokens_come_from_the_training_manifest(tmp_path: Path) -> None:
     shards.mkdir()
     Manifest(Provenance(encoders=encoders, latent=LatentInfo(12, 2, 1.0, 0.0), resolution=32)).save(
         shards / "manifest.json")
-    overrides = ["data.resolution=32", "model.in_channels=12", "model.sample_size=16", "model.pos_embed_max_size=16"]
+    overrides = ["data.resolution=32", "model.in_channels=12", "model.context_dim=64", "model.pooled_dim=64",
+                 "model.sample_size=16", "model.pos_embed_max_size=16"]
     for data, tokens, source in ((shards, Tokens(image=64, text=154), str(shards / "manifest.json")),
                                  (tmp_path / "gone", Tokens(image=4, text=154), SD3_TOKENS)):
         run = tmp_path / f"run_{data.name}"
