@@ -3,7 +3,8 @@
 Where each encoder's hidden states and pooled vector land in `context`/`pooled` is
 `TextLayout.placements()`, the same definition `data_pipeline.format.assemble_text` builds from.
 The collator copies every sample's bytes directly into those blocks of preallocated batch
-tensors (one copy per block instead of assemble_text's zeros/where/assign chain).
+tensors (one copy per block instead of assemble_text's zeros/where/assign chain); for samples of
+a local shard that copy is the read from the file itself (`ShardFile`).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 from data_pipeline.format import CAPTION_VARIANTS, LATENT_KEY, TEXT_ENCODERS, Placement, TextLayout, text_key
 from data_pipeline.loader.pool import TensorPool
 from data_pipeline.loader.samples import RawSample
+from data_pipeline.loader.shard_file import ShardFile
 from data_pipeline.loader.shared import SharedRing
 
 SLOT_KEY = "_slot"
@@ -55,38 +57,75 @@ class Collator:
         self.pool = TensorPool(pool_size)
         self.ring: Optional[SharedRing] = None
         """Set inside a DataLoader worker: collate into shared slots when one is free."""
+        self._scratch = np.empty(0, dtype=self.np_raw)
+        self._zeros: dict[int, np.ndarray] = {}
+        """Memory address of a context or pooled tensor -> its zero flags (`_zero_flags`):
+        dropping an encoder where the memory already holds zeros needs no write."""
 
-    def _array(self, sample: RawSample, name: str) -> np.ndarray:
+    def _put(self, sample: RawSample, name: str, dest: np.ndarray) -> None:
+        """Copy tensor `name` of `sample` into `dest` (a view of the batch of the same shape)."""
         offset, shape = sample.parts[name]
-        return np.frombuffer(sample.buf, dtype=self.np_raw, count=math.prod(shape), offset=offset).reshape(shape)
+        data = sample.data
+        if isinstance(data, ShardFile):
+            if dest.flags.c_contiguous:  # latent, T5 rows, pooled spans
+                data.read_into(dest, offset)
+                return
+            # A CLIP block is 77 short rows of the wide context: one read into a small buffer
+            # that stays in cache, then a strided copy, beats 77 reads of a row each.
+            n = math.prod(shape)
+            if self._scratch.size < n:
+                self._scratch = np.empty(n, dtype=self.np_raw)
+            src = self._scratch[:n].reshape(shape)
+            data.read_into(src, offset)
+        else:
+            src = np.frombuffer(data, dtype=self.np_raw, count=math.prod(shape), offset=offset).reshape(shape)
+        dest[...] = src
+
+    def _zero_flags(self, t: torch.Tensor, n: int, fresh: bool) -> np.ndarray:
+        """(rows, blocks) flags of the context or pooled memory of `t`: True where the block
+        holds zeros (all False where unknown). Memory handed out again (a pool tensor or ring
+        slot) holds what the last collation wrote: the consumer treats batches as read-only."""
+        address = t.data_ptr()
+        flags = None if fresh else self._zeros.get(address)
+        if flags is None or flags.shape[0] < n:
+            if len(self._zeros) >= 64:  # addresses of freed tensors; forgetting only costs writes
+                self._zeros.clear()
+            flags = self._zeros[address] = np.zeros((n, len(self.blocks)), dtype=bool)
+        return flags
 
     def __call__(self, samples: list[RawSample]) -> dict:
         n = len(samples)
         claimed = self.ring.take(n, samples[0].shape) if self.ring is not None else None
         if claimed is not None:
             slot, (latent, context, pooled) = claimed
-            fresh = False  # ring slots start zeroed
+            fresh = fresh_pooled = False  # ring slots start zeroed
         else:
             slot = None
             latent, _ = self.pool.empty((n,) + samples[0].shape, self.dtype)  # (B, C, h, w)
             context, fresh = self.pool.empty((n, self.seq_len, self.width), self.dtype)  # (B, 154, Dt)
-            pooled, _ = self.pool.empty((n, self.pooled_dim), self.dtype)  # (B, Pl + Pg)
+            pooled, fresh_pooled = self.pool.empty((n, self.pooled_dim), self.dtype)  # (B, Pl + Pg)
         lat, ctx, pool = (t.view(self.raw).numpy() for t in (latent, context, pooled))
         if fresh:  # nothing but zeros is ever written to the padding: a reused tensor keeps them
             for r0, r1, c0, c1 in self.padding:
                 ctx[:, r0:r1, c0:c1] = 0
+        zeros = self._zero_flags(context, n, fresh)
+        pool_zeros = self._zero_flags(pooled, n, fresh_pooled)
         for i, s in enumerate(samples):
-            lat[i] = self._array(s, LATENT_KEY)
-            for e, enc, at in self.blocks:
+            self._put(s, LATENT_KEY, lat[i])
+            for b, (e, enc, at) in enumerate(self.blocks):
                 (r0, r1), (c0, c1), span = at.rows, at.cols, at.pooled
                 if s.keep[e]:
-                    ctx[i, r0:r1, c0:c1] = self._array(s, text_key(s.variant, enc))
+                    self._put(s, text_key(s.variant, enc), ctx[i, r0:r1, c0:c1])
                     if span is not None:
-                        pool[i, span[0]:span[1]] = self._array(s, text_key(s.variant, enc, pooled=True))
-                else:
+                        self._put(s, text_key(s.variant, enc, pooled=True), pool[i, span[0]:span[1]])
+                    zeros[i, b] = pool_zeros[i, b] = False
+                    continue
+                if not zeros[i, b]:  # a dropped encoder was about half the collation's writes
                     ctx[i, r0:r1, c0:c1] = 0
-                    if span is not None:
-                        pool[i, span[0]:span[1]] = 0
+                    zeros[i, b] = True
+                if span is not None and not pool_zeros[i, b]:
+                    pool[i, span[0]:span[1]] = 0
+                    pool_zeros[i, b] = True
         del lat, ctx, pool  # the pool reuses a tensor only once no view of it is left
         batch = {
             "latent": latent,

@@ -15,8 +15,10 @@ class LoaderConfig:
     seed: int = 0
     """Seeds shard order, the shuffle buffer, dataset mixing, dropout and caption choice."""
     shuffle_buffer: int = 256
-    """Samples held for shuffling per stream; memory is this times the kept bytes per sample
-    (about 1 MB at 256 px with T5), so size it to RAM. 0 or 1 disables shuffling."""
+    """Samples held for shuffling per stream. From local shards a held sample costs about 1 KB
+    (its tensors stay in the file until collated); from streamed ones (`pipe:`, URLs) it holds
+    its kept tensors (about 0.55 MB at 256 px with T5), so size it to RAM. 0 or 1 disables
+    shuffling."""
     text_dropout: float = 0.464
     """Probability that each text encoder (CLIP-L, CLIP-G, T5) is dropped, independently (zeros)."""
     synthetic_caption_prob: float = 0.5

@@ -2,17 +2,20 @@
 
 A stored sample holds both caption variants for every text encoder. The caption choice and the
 per-encoder dropout are drawn *before* the tensor member is read (they depend only on the
-sample's identity), so the reader copies the latent and the kept encoders of the chosen variant
-into one compact buffer and skips the rest; on a local file a skip is a seek. The safetensors
-container is parsed directly (8-byte length, JSON header, raw data) so nothing is decoded twice.
+sample's identity), so only the latent and the kept encoders of the chosen variant are ever
+copied. From a local file the reader only records where they lie (`ShardFile`: the collator
+reads them straight into the batch) and seeks past the member; from a stream (`pipe:`, URLs) it
+copies them into one compact buffer and skips the rest. The safetensors container is parsed
+directly (8-byte length, JSON header, raw data) so nothing is decoded twice.
 """
 from __future__ import annotations
 
 import json
+import math
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Generator, Iterator, Optional
+from typing import Callable, Generator, Iterator, Optional, Union
 
 import torch
 from webdataset.gopen import gopen
@@ -20,6 +23,7 @@ from webdataset.gopen import gopen
 from data_pipeline.format import (CAPTION_VARIANTS, CLIP_ENCODERS, LATENT_KEY, META_EXT, SAFETENSORS_METADATA,
                                   TENSORS_EXT, TEXT_ENCODERS, TextLayout, decode_meta, text_key)
 from data_pipeline.loader import rng
+from data_pipeline.loader.shard_file import DEFERRED_READS, OpenShards, ShardFile
 from data_pipeline.loader.sharding import Unit
 from data_pipeline.loader.tar_stream import TarError, TarStream
 
@@ -30,16 +34,17 @@ Ref = tuple[int, int, int, int]
 """(reader, epoch, unit position, sample index): where a sample sits in a stream's input."""
 
 
-@dataclass
+@dataclass(slots=True)  # slots: one object fewer per buffered sample for the cyclic GC to scan
 class RawSample:
-    """The bytes of one sample that a batch needs, plus its decisions and metadata."""
+    """Where the bytes of one sample that a batch needs are, plus its decisions and metadata."""
 
     ref: Ref
     source: int
     key: str
-    buf: bytearray
+    data: Union[bytearray, ShardFile]
+    """The needed tensors copied into a buffer, or the open shard they still lie in."""
     parts: dict[str, tuple[int, tuple[int, ...]]]
-    """Tensor name -> (byte offset in buf, shape); all in the shard's storage dtype."""
+    """Tensor name -> (byte offset in `data`, shape); all in the shard's storage dtype."""
     variant: str
     keep: tuple[bool, ...]
     """Per TEXT_ENCODERS entry: False where the encoder is dropped for this sample."""
@@ -68,10 +73,11 @@ class SamplePolicy:
         if self.fixed_variant is not None:
             variant = self.fixed_variant if self.fixed_variant in variants else CAPTION_VARIANTS[0]
             return variant, (True,) * len(TEXT_ENCODERS)
-        ident = (self.seed, source, epoch, shard, index)
-        keep = tuple(rng.uniform(ident[0], rng.DROPOUT, *ident[1:], i) >= self.text_dropout
+        # Encoder i's draw is uniform(seed, DROPOUT, source, epoch, shard, index, i).
+        sample = rng.hash_ints(self.seed, rng.DROPOUT, source, epoch, shard, index)
+        keep = tuple(rng.to_unit(rng.hash_ints(i, start=sample)) >= self.text_dropout
                      for i in range(len(TEXT_ENCODERS)))
-        syn = rng.uniform(ident[0], rng.CAPTION, *ident[1:]) < self.synthetic_prob
+        syn = rng.uniform(self.seed, rng.CAPTION, source, epoch, shard, index) < self.synthetic_prob
         variant = "syn" if syn and "syn" in variants else CAPTION_VARIANTS[0]
         return variant, keep
 
@@ -103,10 +109,13 @@ class ShardReader:
         self.policy = policy
         self.dtype_name = ST_NAMES[dtype]
         self.channels = channels
+        self.itemsize = dtype.itemsize
         self.widths = {e: getattr(layout, e) for e in TEXT_ENCODERS if getattr(layout, e)}
         self.pooled = {e: getattr(layout, e + "_pooled") for e in CLIP_ENCODERS if getattr(layout, e + "_pooled")}
         self.tokens = layout.tokens
         self._format = SAFETENSORS_METADATA["format"]
+        self._headers: dict[bytes, tuple[dict, tuple[str, ...], dict]] = {}
+        self.files = OpenShards()
         self._spare: list[bytearray] = []
         self._capacity = 0
 
@@ -120,11 +129,13 @@ class ShardReader:
                 return buf
         return bytearray(self._capacity)
 
-    def recycle(self, buffers: list[bytearray], keep: int) -> None:
-        """Take back sample buffers whose bytes are no longer needed (after collation)."""
-        room = keep - len(self._spare)
-        if room > 0:
-            self._spare.extend(buffers[:room])
+    def recycle(self, samples: list[RawSample], keep: int) -> None:
+        """Take back the buffers of collated samples (samples read from a ShardFile have none)."""
+        for s in samples:
+            if len(self._spare) >= keep:
+                return
+            if isinstance(s.data, bytearray):
+                self._spare.append(s.data)
 
     def read(self, url: str, unit: Unit, reader: int, epoch: int, pos: int, start: int,
              want: Callable[[int], bool], counters: Counters) -> Iterator[tuple[int, RawSample]]:
@@ -136,8 +147,9 @@ class ShardReader:
             return
         finished = False
         try:
-            finished = yield from self._samples(TarStream(stream), url, unit, reader, epoch, pos, start, want,
-                                                counters)
+            tar = TarStream(stream)
+            file = self.files.adopt(stream, url) if tar.seekable and DEFERRED_READS else None
+            finished = yield from self._samples(tar, file, url, unit, reader, epoch, pos, start, want, counters)
         finally:
             try:
                 stream.close()
@@ -145,8 +157,9 @@ class ShardReader:
                 if finished:  # after an early stop or a counted error, the exit status is noise
                     self._bad_shard(url, err, counters)
 
-    def _samples(self, tar: TarStream, url: str, unit: Unit, reader: int, epoch: int, pos: int, start: int,
-                 want: Callable[[int], bool], counters: Counters) -> Generator[tuple[int, RawSample], None, bool]:
+    def _samples(self, tar: TarStream, file: Optional[ShardFile], url: str, unit: Unit, reader: int, epoch: int,
+                 pos: int, start: int, want: Callable[[int], bool],
+                 counters: Counters) -> Generator[tuple[int, RawSample], None, bool]:
         """The samples of one opened shard; returns False if the shard broke off (counted)."""
         index, key = -1, None
         sample: Optional[dict] = None
@@ -174,7 +187,7 @@ class ShardReader:
                 if ext == META_EXT:
                     sample["meta"] = tar.read(member[1])
                 elif ext == TENSORS_EXT:
-                    self._read_tensors(tar, sample)
+                    self._read_tensors(tar, file, sample)
             except SampleError as err:
                 sample["error"] = str(err)
             except (TarError, OSError) as err:
@@ -185,23 +198,61 @@ class ShardReader:
         counters.corrupt_shards += 1
         warnings.warn(f"skipping the rest of shard {url}: {type(err).__name__}: {err}", RuntimeWarning, 2)
 
-    def _read_tensors(self, tar: TarStream, sample: dict) -> None:
+    def _read_tensors(self, tar: TarStream, file: Optional[ShardFile], sample: dict) -> None:
         if tar.left < 8:
             raise SampleError("tensor member shorter than a safetensors header")
         (n,) = struct.unpack("<Q", tar.read(8))
         if n > tar.left:
             raise SampleError(f"safetensors header length {n} exceeds the member")
+        # Samples of the same shapes have byte-identical headers: parse and check each once.
+        raw = tar.read(n)
+        parsed = self._headers.get(raw)
+        if parsed is None:
+            parsed = self._parse_header(raw)
+            if len(self._headers) >= 64:
+                self._headers.clear()
+            self._headers[raw] = parsed
+        header, variants, layouts = parsed
+        unit = sample["unit"]
+        variant, keep = self.policy.decide(unit.source, sample["epoch"], unit.shard, sample["index"], variants)
+        keep = tuple(k and enc in self.widths for k, enc in zip(keep, TEXT_ENCODERS))  # absent: never "kept"
+        entries = layouts.get((variant, keep))
+        if entries is None:
+            entries = layouts[(variant, keep)] = self._entries(header, variant, keep)
+        cursor, size = 0, tar.left
+        for begin, end, name, _ in entries:
+            if begin < cursor or end > size:
+                raise SampleError(f"{name} data offsets {begin}..{end} are out of bounds")
+            cursor = end
+        if file is not None:  # the collator reads them; next_member() seeks past (truncation raises there)
+            base = tar.tell()
+            parts = {name: (base + begin, shape) for begin, _, name, shape in entries}
+            sample.update(data=file, parts=parts, variant=variant, keep=keep)
+            return
+        buf = self._buffer(sum(e[1] - e[0] for e in entries))
+        view = memoryview(buf)
+        parts, at, cursor = {}, 0, 0
+        for begin, end, name, shape in entries:
+            tar.skip(begin - cursor)
+            tar.readinto(view[at:at + end - begin])
+            parts[name] = (at, shape)
+            at, cursor = at + end - begin, end
+        sample.update(data=buf, parts=parts, variant=variant, keep=keep)
+
+    def _parse_header(self, raw: bytes) -> tuple[dict, tuple[str, ...], dict]:
+        """(tensor entries, caption variants present, cache of `_entries` per choice)."""
         try:
-            header = json.loads(tar.read(n))
+            header = json.loads(raw)
         except ValueError as err:
             raise SampleError(f"bad safetensors header: {err}") from None
         meta = header.pop("__metadata__", None) or {}
         if meta.get("format") != self._format:
             raise SampleError(f"tensor blob format {meta.get('format')!r}, this loader reads {self._format!r}")
         variants = tuple(v for v in CAPTION_VARIANTS if any(k.startswith(v + ".") for k in header))
-        unit = sample["unit"]
-        variant, keep = self.policy.decide(unit.source, sample["epoch"], unit.shard, sample["index"], variants)
-        keep = tuple(k and enc in self.widths for k, enc in zip(keep, TEXT_ENCODERS))  # absent: never "kept"
+        return header, variants, {}
+
+    def _entries(self, header: dict, variant: str, keep: tuple[bool, ...]) -> list[tuple[int, int, str, tuple]]:
+        """(begin, end, name, shape) of the tensors a sample with these choices needs, in file order."""
         needed = {LATENT_KEY: None}
         for i, enc in enumerate(TEXT_ENCODERS):
             if keep[i] and enc in self.widths:
@@ -223,23 +274,15 @@ class ShardReader:
             elif shape != expected:
                 raise SampleError(f"{name} shape {shape}, expected {expected}")
             begin, end = (int(x) for x in info["data_offsets"])
+            if end - begin != math.prod(shape) * self.itemsize:
+                raise SampleError(f"{name} data offsets {begin}..{end} do not hold shape {shape}")
             entries.append((begin, end, name, shape))
         entries.sort()
-        buf = self._buffer(sum(e[1] - e[0] for e in entries))
-        view = memoryview(buf)
-        parts, at, cursor = {}, 0, 0
-        for begin, end, name, shape in entries:
-            if begin < cursor or end > tar.left + cursor:
-                raise SampleError(f"{name} data offsets {begin}..{end} are out of bounds")
-            tar.skip(begin - cursor)
-            tar.readinto(view[at:at + end - begin])
-            parts[name] = (at, shape)
-            at, cursor = at + end - begin, end
-        sample.update(buf=buf, parts=parts, variant=variant, keep=keep)
+        return entries
 
     def _finish(self, sample: dict, url: str, counters: Counters) -> Optional[RawSample]:
         error = sample.get("error")
-        if error is None and "buf" not in sample:
+        if error is None and "data" not in sample:
             error = f"no {TENSORS_EXT} member"
         if error is None and "meta" not in sample:
             error = f"no {META_EXT} member"
@@ -247,7 +290,7 @@ class ShardReader:
             try:
                 meta = decode_meta(sample["meta"])
                 out = RawSample(ref=sample["ref"], source=sample["unit"].source, key=sample["key"],
-                                buf=sample["buf"], parts=sample["parts"], variant=sample["variant"],
+                                data=sample["data"], parts=sample["parts"], variant=sample["variant"],
                                 keep=sample["keep"], caption=meta.captions[sample["variant"]],
                                 original_size=meta.original_size, crop_box=meta.crop_box)
                 counters.samples_read += 1

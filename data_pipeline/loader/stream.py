@@ -184,7 +184,7 @@ class Stream:
         def emit(group: list[RawSample]) -> tuple[dict, dict]:
             st.batches += 1
             out = self.collate(group), self._snapshot(buffer, pending, counters)
-            self.reader.recycle([s.buf for s in group], keep=2 * batch)
+            self.reader.recycle(group, keep=2 * batch)
             return out
 
         if spec.validation:

@@ -156,6 +156,15 @@ class TarStream:
             return name, size
 
     @property
+    def seekable(self) -> bool:
+        """A regular file: skips are seeks and `tell` gives offsets that `pread` can use."""
+        return self._seekable
+
+    def tell(self) -> int:
+        """File offset of the next unconsumed byte (seekable streams only)."""
+        return self._f.tell()
+
+    @property
     def left(self) -> int:
         """Bytes of the current member not consumed yet."""
         return self._left

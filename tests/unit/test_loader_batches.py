@@ -136,6 +136,9 @@ def check_against_oracle(b, samples, layout):
         context, pooled = assemble_text(s.tensors, variant, layout, keep)
         assert torch.equal(b["latent"][i], s.tensors["latent"])
         assert torch.equal(b["context"][i], context) and torch.equal(b["pooled"][i], pooled)
+        assert b["caption"][i] == s.captions[variant]
+    assert b["text_keep"].dtype == torch.bool
+    assert all(b[k].dtype == torch.long for k in ("caption_variant", "source", "epoch", "original_size", "crop_box"))
 
 
 @pytest.mark.parametrize("workers,kind", [(0, "thread"), (2, "thread"), (2, "process")])
@@ -159,3 +162,23 @@ def test_batch_memory_is_reused_only_once_released(bucketed, workers, kind):
     assert len(set(pointers)) < len(pointers)  # memory was recycled
     assert torch.equal(view, kept_copy["context"][:, 77:])
     assert all(torch.equal(kept[k], kept_copy[k]) for k in ("latent", "pooled"))
+
+
+@pytest.mark.parametrize("workers,kind", [(0, "thread"), (2, "process")])
+def test_dropped_encoders_are_zeros_whatever_memory_is_reused(bucketed, workers, kind):
+    """A dropped encoder is written only where the reused memory does not hold zeros already;
+    holding one tensor of a batch (its pooled, another's context) makes later batches pair
+    reused context memory with other pooled memory than last time."""
+    samples, man = oracle(bucketed)
+    layout = man.provenance.text_layout()
+    cfg = LoaderConfig(batch_size=4, shuffle_buffer=6, seed=8, text_dropout=0.6, num_workers=workers,
+                       worker_type=kind)
+    it = iter(ShardLoader(str(bucketed), cfg))
+    held = [next(it)["pooled"], next(it)["context"]]
+    dropped = 0
+    for _ in range(40):
+        b = next(it)
+        check_against_oracle(b, samples, layout)
+        dropped += int((~b["text_keep"]).sum())
+        del b
+    assert dropped > 40 and len(held) == 2

@@ -2,6 +2,7 @@
 skips and counts (corrupt samples and shards), plus the `data.train` forms it accepts."""
 import io
 import json
+import struct
 import tarfile
 import warnings
 from collections import Counter
@@ -76,12 +77,23 @@ def test_corrupt_samples_are_skipped_counted_and_warned(tmp_path):
     assert loader.stats == {"samples_read": 16, "corrupt_samples": 2, "corrupt_shards": 0}
 
 
+def _short_latent(parts: dict) -> dict:
+    """The safetensors blob with the latent's byte range two bytes short of its shape."""
+    blob = parts["tensors.safetensors"]
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + n])
+    header["latent"]["data_offsets"][1] -= 2
+    text = json.dumps(header).encode()
+    return {**parts, "tensors.safetensors": struct.pack("<Q", len(text)) + text + blob[8 + n:]}
+
+
 def test_samples_with_missing_members_or_wrong_shapes_are_skipped(tmp_path):
     write_synthetic(tmp_path, SyntheticSpec(**{**SPEC.__dict__, "shards": 1}))
     bad_channels = SyntheticSpec(**{**SPEC.__dict__, "channels": 4})
     members = [("good_a", encode_sample(make_sample(SPEC, 9, 0))),
                ("no_tensors", {"json": encode_sample(make_sample(SPEC, 9, 1))["json"]}),
                ("four_channels", encode_sample(make_sample(bad_channels, 9, 2))),
+               ("short_latent", _short_latent(encode_sample(make_sample(SPEC, 9, 4)))),
                ("good_b", encode_sample(make_sample(SPEC, 9, 3)))]
     with tarfile.open(tmp_path / "shard-000009.tar", "w") as tar:
         for key, parts in members:
@@ -90,27 +102,34 @@ def test_samples_with_missing_members_or_wrong_shapes_are_skipped(tmp_path):
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
     man = Manifest.load(tmp_path)
-    man.shards.append(ShardInfo(name="shard-000009.tar", samples=4, bytes=0, sha256=""))
+    man.shards.append(ShardInfo(name="shard-000009.tar", samples=5, bytes=0, sha256=""))
     man.save(tmp_path / "manifest.json")
     loader = ShardLoader(str(tmp_path), VAL, validation=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         keys = keys_of(loader)
     assert sorted(k for k in keys if not k.startswith("s0")) == ["good_a", "good_b"]
-    assert loader.stats["corrupt_samples"] == 2
+    assert loader.stats["corrupt_samples"] == 3
     text = " ".join(str(w.message) for w in caught)
     assert "no tensors.safetensors member" in text and "latent shape (4, 4, 4)" in text
+    assert "latent data offsets 0..510 do not hold shape (16, 4, 4)" in text
 
 
-def test_corrupt_shards_are_skipped_after_their_readable_samples(tmp_path):
+@pytest.mark.parametrize("streamed", [False, True])
+@pytest.mark.parametrize("cut", ["header", "tensors"])
+def test_corrupt_shards_are_skipped_after_their_readable_samples(tmp_path, cut, streamed):
+    """Cut inside sample 3's safetensors header or inside tensors it needs: a local shard finds
+    the latter when it seeks past them (it reads them only when collating), a streamed one when
+    it reads them; both keep samples 0-2."""
     write_synthetic(tmp_path, SPEC)
     truncated = tmp_path / "shard-000000.tar"
     offsets = _member_offsets(truncated)
-    cut = offsets["s00000_000003.tensors.safetensors"][0] + 100  # inside sample 3's tensors
-    truncated.write_bytes(truncated.read_bytes()[:cut])
+    start, size = offsets["s00000_000003.tensors.safetensors"]
+    truncated.write_bytes(truncated.read_bytes()[:start + (100 if cut == "header" else size // 4)])
     garbage = tmp_path / "shard-000002.tar"
     garbage.write_bytes(b"not a tar" * 1000)
-    loader = ShardLoader(str(tmp_path), VAL, validation=True)
+    data = f"pipe:cat {tmp_path}/shard-{{000000..000002}}.tar" if streamed else str(tmp_path)
+    loader = ShardLoader(data, VAL, validation=True)
     with pytest.warns(RuntimeWarning, match="skipping the rest of shard"):
         keys = keys_of(loader)
     assert sorted(keys) == [f"s00000_{i:06d}" for i in range(3)] + [f"s00001_{i:06d}" for i in range(6)]

@@ -6,7 +6,8 @@ from collections import Counter
 import pytest
 import torch
 
-from data_pipeline.loader import LoaderConfig, ShardLoader
+from data_pipeline.loader import LoaderConfig, ShardLoader, rng
+from data_pipeline.loader.samples import SamplePolicy
 from data_pipeline.loader.synthetic import TINY_TEXT, SyntheticSpec, write_synthetic
 
 FIELDS = ("latent", "context", "pooled", "text_keep", "caption_variant", "source", "epoch")
@@ -110,3 +111,17 @@ def test_other_layout_needs_every_old_rank(data):
     states = [ShardLoader(data, LoaderConfig(**CFG), rank=r, world_size=2).state_dict() for r in range(2)]
     with pytest.raises(ValueError, match="all 2 old ranks"):
         ShardLoader(data, LoaderConfig(**CFG), rank=0, world_size=3).load_state_dict(states[:1])
+
+
+def test_draws_are_pinned_so_a_checkpoint_resumes_on_a_newer_loader():
+    """Dropout, caption, shuffle and shard-order draws are functions of the sample's identity;
+    a loader whose hashing changed would resume an old checkpoint with other augmentations."""
+    policy = SamplePolicy(seed=7, text_dropout=0.464, synthetic_prob=0.5)
+    assert [policy.decide(0, epoch, 3, i, ("orig", "syn")) for epoch in range(2) for i in range(4)] == [
+        ("syn", (True, False, False)), ("syn", (False, False, True)), ("syn", (True, True, True)),
+        ("orig", (False, True, False)), ("syn", (True, False, True)), ("orig", (False, True, True)),
+        ("syn", (True, False, False)), ("syn", (True, False, True))]
+    assert rng.uniform(7, rng.SHUFFLE, 0, 2, 40) == 0.718033556913775
+    assert rng.hash_ints(7, 1, 0, 0, 3, 5, 2) == 17983203394988975275
+    assert rng.hash_ints(5, 2, start=rng.hash_ints(7, 1, 0, 0, 3)) == rng.hash_ints(7, 1, 0, 0, 3, 5, 2)
+    assert rng.permutation(8, 7, rng.SHARD_ORDER, 0, 1) == [6, 7, 0, 2, 5, 1, 3, 4]
