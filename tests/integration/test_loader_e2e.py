@@ -10,7 +10,6 @@ import torch
 
 from data_pipeline.demo_data import write_demo_data
 from data_pipeline.encoders import load_encoders_config
-from data_pipeline.encoders.demo import build_demo_encoders
 from data_pipeline.encoders.encoder_set import EncoderSet
 from data_pipeline.format import assemble_text
 from data_pipeline.loader import LoaderConfig, ModelDims, ShardLoader
@@ -18,13 +17,6 @@ from data_pipeline.loader.synthetic import TINY_TEXT, SyntheticSpec, write_synth
 from data_pipeline.prepare import PrepareOptions, run_prepare
 from data_pipeline.transforms import decode_image, place
 from data_pipeline.worker import pixels_to_tensor
-
-
-@pytest.fixture(scope="session")
-def demo_encoders(tmp_path_factory) -> str:
-    root = tmp_path_factory.getbasetemp() / "demo-encoders"  # shared with test_prepare's build
-    build_demo_encoders(root)
-    return str(root / "demo" / "encoders.yaml")
 
 
 def test_images_through_prepare_and_loader_equal_a_direct_encode(demo_encoders, tmp_path):

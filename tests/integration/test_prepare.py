@@ -16,7 +16,6 @@ from PIL import Image
 
 from data_pipeline.demo_data import write_demo_data
 from data_pipeline.encoders import load_encoders_config
-from data_pipeline.encoders.demo import build_demo_encoders
 from data_pipeline.encoders.encoder_set import EncoderSet
 from data_pipeline.format import assemble_text, decode_sample
 from data_pipeline.manifest import Manifest, check_against_model
@@ -24,15 +23,6 @@ from data_pipeline.prepare import PrepareOptions, run_prepare
 from data_pipeline.transforms import decode_image, place
 from data_pipeline.worker import pixels_to_tensor
 from launcher.cli import main
-
-@pytest.fixture(scope="session")
-def demo_encoders(tmp_path_factory) -> str:
-    """A demo encoders YAML. The folder is fixed per session and build_demo_encoders reuses a
-    complete set, so test_prepare_vae's identical fixture shares this one build."""
-    root = tmp_path_factory.getbasetemp() / "demo-encoders"
-    build_demo_encoders(root)
-    return str(root / "demo" / "encoders.yaml")
-
 
 def _prepare(src: Path, out: Path, encoders: str, **kw):
     kw.setdefault("resolution", 32)

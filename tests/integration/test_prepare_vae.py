@@ -8,20 +8,11 @@ import torch
 import webdataset as wds
 
 from data_pipeline.demo_data import write_demo_data
-from data_pipeline.encoders.demo import build_demo_encoders
 from data_pipeline.format import decode_sample
 from data_pipeline.manifest import Manifest, check_against_model, compare_provenance
 from data_pipeline.prepare import PrepareOptions, run_prepare
 from data_pipeline.transforms import decode_image, place
 from data_pipeline.worker import pixels_to_tensor
-
-
-@pytest.fixture(scope="session")
-def demo_encoders(tmp_path_factory) -> str:
-    """Same folder as test_prepare's fixture: whichever runs first builds, the other reuses."""
-    root = tmp_path_factory.getbasetemp() / "demo-encoders"
-    build_demo_encoders(root)
-    return str(root / "demo" / "encoders.yaml")
 
 
 @pytest.fixture

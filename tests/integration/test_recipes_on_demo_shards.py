@@ -15,7 +15,6 @@ import pytest
 from safetensors.torch import load_file
 
 from data_pipeline.demo_data import write_demo_data
-from data_pipeline.encoders.demo import build_demo_encoders
 from data_pipeline.prepare import PrepareOptions, run_prepare
 from mmdit_scale.config import load_config
 from mmdit_scale.train import ckpt_files
@@ -28,21 +27,14 @@ DEMO_DIMS = {"in_channels": 12, "context_dim": 64, "pooled_dim": 64}
 
 
 @pytest.fixture(scope="module")
-def encoders(tmp_path_factory) -> Path:
-    root = tmp_path_factory.getbasetemp() / "demo-encoders"  # shared with the prepare tests
-    build_demo_encoders(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def demo_shards(tmp_path_factory, encoders) -> dict[int, Path]:
+def demo_shards(tmp_path_factory, demo_encoders) -> dict[int, Path]:
     root = tmp_path_factory.mktemp("demo-shards")
     write_demo_data(root / "images", count=8)
     out = {}
     for px in (32, 64):
         out[px] = root / f"shards_{px}"
         run_prepare(PrepareOptions(input=root / "images", output=out[px], resolution=px, progress=False,
-                                   encoders=str(encoders / "demo" / "encoders.yaml")))
+                                   encoders=demo_encoders))
     return out
 
 

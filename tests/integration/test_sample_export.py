@@ -15,7 +15,6 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from data_pipeline.demo_data import all_combos, write_demo_data
-from data_pipeline.encoders.demo import build_demo_encoders
 from data_pipeline.format import TEXT_ENCODERS
 from data_pipeline.loader import LoaderConfig, ShardLoader
 from data_pipeline.prepare import PrepareOptions, run_prepare
@@ -39,19 +38,12 @@ def _random_weights(model: MMDiT, seed: int) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def encoders(tmp_path_factory) -> Path:
-    root = tmp_path_factory.getbasetemp() / "demo-encoders"  # shared with the prepare tests
-    build_demo_encoders(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, encoders) -> Path:
+def run_dir(tmp_path_factory, demo_encoders) -> Path:
     """Demo shards plus a run dir whose `latest` checkpoint has random weights and a different EMA."""
     root = tmp_path_factory.mktemp("sample")
     write_demo_data(root / "images", count=8)
     run_prepare(PrepareOptions(input=root / "images", output=root / "shards",
-                               encoders=str(encoders / "demo" / "encoders.yaml"), resolution=32, progress=False))
+                               encoders=demo_encoders, resolution=32, progress=False))
     cfg, _ = fill_input_dims(load_config(REPO / "recipes" / "demo.yaml", [f"data.train={root / 'shards'}"]))
     model = MMDiT(cfg.model)
     ckpt = root / "run" / ckpt_files.CHECKPOINTS / ckpt_files.checkpoint_name(7)
@@ -103,12 +95,12 @@ def test_sample_writes_a_deterministic_grid_that_depends_on_prompt_seed_and_weig
     assert not np.array_equal(images, ema)
 
 
-def test_every_demo_caption_fits_the_demo_text_length(encoders):
+def test_every_demo_caption_fits_the_demo_text_length(demo_encoders):
     from transformers import AutoTokenizer
 
     captions = [c.caption for c in all_combos()] + [c.syn_caption for c in all_combos()]
     for name in TEXT_ENCODERS:
-        tokenizer = AutoTokenizer.from_pretrained(encoders / "demo" / name)
+        tokenizer = AutoTokenizer.from_pretrained(Path(demo_encoders).parent / name)
         longest = max(len(ids) for ids in tokenizer(captions).input_ids)  # BOS/EOS included
         assert longest <= DEMO_TEXT_TOKENS, (name, longest)
 
