@@ -15,8 +15,9 @@ A shard is a WebDataset tar. Each sample is exactly two tar members:
 
 Text encoders are stored separately (not pre-concatenated) so the loader can drop each one
 independently; `TextLayout.placements()` says where each lands in the model's (context, pooled),
-and both `assemble_text` and the loader's collator write through it. Provenance and manifest
-helpers live in `data_pipeline.manifest`.
+and both `assemble_text` and the loader's collator write through it. The torch-free names
+(encoders, caption variants, token count, version) and `TextLayout` live in
+`data_pipeline.layout`; provenance and manifest helpers in `data_pipeline.manifest`.
 """
 from __future__ import annotations
 
@@ -29,20 +30,7 @@ import torch
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
-FORMAT_VERSION = 1
-"""Bumped whenever a reader of the previous version could misread the new one."""
-
-TEXT_TOKENS = 77
-"""Sequence length of every stored text hidden state (CLIP and T5 alike, reference card 2)."""
-
-CAPTION_VARIANTS: tuple[str, ...] = ("orig", "syn")
-"""Original (alt-text) and synthetic (captioner) captions; training mixes them 50/50."""
-
-TEXT_ENCODERS: tuple[str, ...] = ("clip_l", "clip_g", "t5")
-"""Text encoder names, in the order their hidden states enter the context."""
-
-CLIP_ENCODERS: tuple[str, ...] = ("clip_l", "clip_g")
-"""Encoders that also produce a pooled vector; concatenated in this order into `pooled`."""
+from data_pipeline.layout import CAPTION_VARIANTS, CLIP_ENCODERS, FORMAT_VERSION, TEXT_ENCODERS, TextLayout
 
 TENSORS_EXT = "tensors.safetensors"
 """Extension (WebDataset field name) of the tensor member of a sample."""
@@ -193,88 +181,6 @@ def decode_sample(entries: Mapping[str, bytes]) -> Sample:
         raise ValueError(f"sample {meta.key!r} has no {LATENT_KEY!r} tensor")
     return Sample(key=meta.key, tensors=tensors, captions=meta.captions, original_size=meta.original_size,
                   crop_box=meta.crop_box, size=meta.size, extra=meta.extra)
-
-
-Span = tuple[int, int]
-"""[start, stop) of an index range."""
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where one encoder's stored tensors go in the assembled text inputs:
-    `context[..., rows[0]:rows[1], cols[0]:cols[1]]` holds its (tokens, width) hidden states and
-    `pooled[..., pooled[0]:pooled[1]]` its pooled vector (None: the encoder has none)."""
-
-    rows: Span
-    cols: Span
-    pooled: Optional[Span] = None
-
-
-@dataclass(frozen=True)
-class TextLayout:
-    """Widths of the stored text tensors, from the manifest's provenance, that fix the shapes
-    of the assembled context. An absent encoder has width 0 and contributes nothing (it is not
-    zero-filled: a model for such data is configured without it)."""
-
-    clip_l: int = 0
-    clip_l_pooled: int = 0
-    clip_g: int = 0
-    clip_g_pooled: int = 0
-    t5: int = 0
-    tokens: int = TEXT_TOKENS
-    context_dim: Optional[int] = None
-    """Channel width of the assembled context; None means the natural width (T5's when present,
-    else CLIP-L + CLIP-G). Larger values zero-pad, as SD3 pads CLIP's 2048 to T5's 4096."""
-
-    def __post_init__(self):
-        for e in CLIP_ENCODERS:
-            if getattr(self, e + "_pooled") and not getattr(self, e):
-                raise ValueError(f"{e} has a pooled width but no hidden width: its pooled vector would have no owner")
-
-    @property
-    def clip_width(self) -> int:
-        return self.clip_l + self.clip_g
-
-    @property
-    def width(self) -> int:
-        natural = self.t5 if self.t5 else self.clip_width
-        width = natural if self.context_dim is None else self.context_dim
-        if width < self.clip_width or (self.t5 and width != self.t5):
-            raise ValueError(
-                f"context_dim {width} cannot hold CLIP-L+G width {self.clip_width} and T5 width {self.t5}")
-        return width
-
-    @property
-    def seq_len(self) -> int:
-        """154 with CLIP and T5; 77 when only one of the two families is present."""
-        return self.tokens * (int(self.clip_width > 0) + int(self.t5 > 0))
-
-    @property
-    def pooled_dim(self) -> int:
-        return self.clip_l_pooled + self.clip_g_pooled
-
-    def present(self) -> tuple[str, ...]:
-        return tuple(e for e in TEXT_ENCODERS if getattr(self, e) > 0)
-
-    def placements(self) -> dict[str, Placement]:
-        """Present encoder -> its Placement, in TEXT_ENCODERS order: the one definition of the
-        context layout, which `assemble_text` and the loader's collator both write through.
-
-        CLIP-L ‖ CLIP-G side by side on channels in the first `tokens` rows (columns past
-        CLIP-L + CLIP-G up to `width` stay zero), then T5 in the next `tokens` rows;
-        pooled = CLIP-L pooled ‖ CLIP-G pooled. Every context cell outside the blocks is zero."""
-        width, out = self.width, {}  # width: raises if context_dim cannot hold the encoders
-        col, pool = 0, 0
-        for e in CLIP_ENCODERS:
-            hidden, pooled = getattr(self, e), getattr(self, e + "_pooled")
-            if hidden:
-                out[e] = Placement(rows=(0, self.tokens), cols=(col, col + hidden),
-                                   pooled=(pool, pool + pooled) if pooled else None)
-                col, pool = col + hidden, pool + pooled
-        if self.t5:
-            row = self.tokens if self.clip_width else 0
-            out["t5"] = Placement(rows=(row, row + self.tokens), cols=(0, self.t5))  # t5 == width
-        return out
 
 
 Keep = Union[bool, torch.Tensor]

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
-from data_pipeline.format import CLIP_ENCODERS, FORMAT_VERSION, TEXT_ENCODERS, TEXT_TOKENS, TextLayout
+from data_pipeline.layout import CLIP_ENCODERS, FORMAT_VERSION, TEXT_ENCODERS, TEXT_TOKENS, TextLayout
 
 MANIFEST_NAME = "manifest.json"
 AUTOENCODER = "autoencoder"

@@ -21,7 +21,8 @@ from data_pipeline.encoders import EncodersConfigError, resolve_encoders
 from data_pipeline.encoders.config import EncodersConfig
 from data_pipeline.encoders.encoder_set import EncoderSet, describe_encoders
 from data_pipeline.filters import Filters
-from data_pipeline.format import FORMAT_VERSION, TENSOR_DTYPES
+from data_pipeline.format import TENSOR_DTYPES
+from data_pipeline.layout import FORMAT_VERSION
 from data_pipeline.manifest import (MANIFEST_NAME, Manifest, Provenance, ShardInfo, merge_parts,
                                     part_manifest_name)
 from data_pipeline.plan import ShardPlan, make_plan

@@ -26,7 +26,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from data_pipeline.format import TEXT_ENCODERS, TEXT_TOKENS
+from data_pipeline.layout import TEXT_ENCODERS, TEXT_TOKENS
 
 AUTOENCODER_KINDS = ("sd3_vae", "pixel")
 COMPUTE_DTYPES = ("auto", "fp32", "bf16", "fp16")

@@ -16,7 +16,7 @@ import yaml
 
 from data_pipeline.demo_data import demo_corpus
 from data_pipeline.encoders.config import AutoencoderSpec, EncodersConfig, TextEncoderSpec
-from data_pipeline.format import TEXT_TOKENS
+from data_pipeline.layout import TEXT_TOKENS
 
 DEMO_DIRNAME = "demo"
 CLIP_HIDDEN = 32

@@ -14,7 +14,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from data_pipeline.format import CAPTION_VARIANTS, LATENT_KEY, TEXT_ENCODERS, Placement, TextLayout, text_key
+from data_pipeline.format import LATENT_KEY, text_key
+from data_pipeline.layout import CAPTION_VARIANTS, TEXT_ENCODERS, Placement, TextLayout
 from data_pipeline.loader.pool import TensorPool
 from data_pipeline.loader.samples import RawSample
 from data_pipeline.loader.shard_file import ShardFile

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from data_pipeline.format import CAPTION_VARIANTS
+from data_pipeline.layout import CAPTION_VARIANTS
 
 WORKER_TYPES = ("thread", "process")
 

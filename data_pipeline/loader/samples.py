@@ -20,8 +20,8 @@ from typing import Callable, Generator, Iterator, Optional, Union
 import torch
 from webdataset.gopen import gopen
 
-from data_pipeline.format import (CAPTION_VARIANTS, CLIP_ENCODERS, LATENT_KEY, META_EXT, SAFETENSORS_METADATA,
-                                  TENSORS_EXT, TEXT_ENCODERS, TextLayout, decode_meta, text_key)
+from data_pipeline.format import LATENT_KEY, META_EXT, SAFETENSORS_METADATA, TENSORS_EXT, decode_meta, text_key
+from data_pipeline.layout import CAPTION_VARIANTS, CLIP_ENCODERS, TEXT_ENCODERS, TextLayout
 from data_pipeline.loader import rng
 from data_pipeline.loader.shard_file import DEFERRED_READS, OpenShards, ShardFile
 from data_pipeline.loader.sharding import Unit

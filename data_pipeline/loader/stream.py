@@ -13,7 +13,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Iterator, Optional
 
-from data_pipeline.format import TextLayout
+from data_pipeline.layout import TextLayout
 from data_pipeline.loader import rng
 from data_pipeline.loader.collate import Collator
 from data_pipeline.loader.config import LoaderConfig

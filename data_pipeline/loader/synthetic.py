@@ -11,7 +11,8 @@ from typing import Sequence
 
 import torch
 
-from data_pipeline.format import CAPTION_VARIANTS, CLIP_ENCODERS, LATENT_KEY, TEXT_TOKENS, Sample, encode_sample, shard_name, text_key
+from data_pipeline.format import LATENT_KEY, Sample, encode_sample, shard_name, text_key
+from data_pipeline.layout import CAPTION_VARIANTS, CLIP_ENCODERS, TEXT_TOKENS
 from data_pipeline.manifest import AUTOENCODER, EncoderInfo, LatentInfo, Manifest, Provenance, ShardInfo
 from data_pipeline.writer import ShardWriter
 

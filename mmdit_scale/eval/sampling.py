@@ -20,7 +20,8 @@ import torch
 from data_pipeline.encoders.config import AutoencoderSpec, EncodersConfig, TextEncoderSpec
 from data_pipeline.encoders.encoder_set import EncoderSet
 from data_pipeline.encoders.files import tokenizer_sha256, weights_sha256
-from data_pipeline.format import CLIP_ENCODERS, assemble_text, text_key
+from data_pipeline.format import assemble_text, text_key
+from data_pipeline.layout import CLIP_ENCODERS
 from data_pipeline.manifest import AUTOENCODER, EncoderInfo, Manifest, Provenance
 from mmdit_scale.flow import euler_sample, get_formulation
 from mmdit_scale.train import ckpt_files

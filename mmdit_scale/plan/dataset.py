@@ -36,7 +36,8 @@ def sample_bytes(cfg: RunConfig, storage_dtype: str = "bf16") -> SampleBytes:
     """
     import torch
 
-    from data_pipeline.format import CAPTION_VARIANTS, TENSOR_DTYPES, TEXT_TOKENS
+    from data_pipeline.format import TENSOR_DTYPES
+    from data_pipeline.layout import CAPTION_VARIANTS, TEXT_TOKENS
 
     element = torch.empty((), dtype=TENSOR_DTYPES[storage_dtype]).element_size()
     m = cfg.model

@@ -6,17 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from data_pipeline.layout import TEXT_TOKENS
 from mmdit_scale.config import RunConfig
 
 AUTOENCODER_FACTOR = 8
 """Pixels per latent cell of SD3's autoencoder (data.resolution / 8 is the latent side)."""
 
-TEXT_SEQUENCE = 2 * 77
-"""Text tokens of the SD3 context: 77 CLIP-L+G positions followed by 77 T5 positions.
-
-The same 77 as `data_pipeline.format.TEXT_TOKENS`; written out here so that this module and the
-config stay free of torch (format.py imports it). tests/unit/test_plan_flops.py checks they agree.
-"""
+TEXT_SEQUENCE = 2 * TEXT_TOKENS
+"""Text tokens of the SD3 context: 77 CLIP-L+G positions followed by 77 T5 positions."""
 
 
 @dataclass(frozen=True)

@@ -4,24 +4,19 @@
 `sample` and `export` all read concrete numbers; `plan` fills them too, or falls back to SD3's.
 Dims a recipe does set are left alone: the loader checks them against the shards.
 
-Torch-free, because the launcher runs it: `data_pipeline.manifest` imports torch (through
-format.py), so the manifest is read here as plain JSON. The widths are those of
-`Provenance.text_layout()` at its natural width; tests/unit/test_model_dims.py checks they agree.
+Torch-free, because the launcher runs it: it reads the manifest through `data_pipeline.manifest`
+(torch-free too), but finds it itself, since the loader's dataset parser imports webdataset and
+with it torch.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import replace
 
+from data_pipeline.manifest import MANIFEST_NAME, Manifest
 from mmdit_scale.config.schema import RunConfig
 from mmdit_scale.model.config import SD3_INPUT_DIMS, InputDims
-
-MANIFEST_NAME = "manifest.json"
-"""`data_pipeline.manifest.MANIFEST_NAME`."""
-CLIP_ENCODERS = ("clip_l", "clip_g")
-T5_ENCODER = "t5"
 
 _SHARD = re.compile(r"[^/\s'\"]+\.tar\b")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*:")
@@ -45,20 +40,15 @@ def manifest_path(train: str) -> str:
 
 
 def manifest_input_dims(path: str) -> InputDims:
-    """The input dims of a model for the dataset whose manifest is `path`: the latent's channels;
-    the narrowest context that holds the text encoders (T5's width, else CLIP-L + CLIP-G side by
-    side); CLIP-L pooled + CLIP-G pooled."""
+    """The input dims of a model for the dataset whose manifest is `path`: the latent's channels,
+    and the context and pooled widths of the manifest's text layout at its natural width."""
     try:
-        with open(path) as f:
-            provenance = json.load(f)["provenance"]
-        encoders = provenance["encoders"]
-        clips = [encoders[name]["dims"] for name in CLIP_ENCODERS if name in encoders]
-        if not clips and T5_ENCODER not in encoders:
+        provenance = Manifest.load(path).provenance
+        layout = provenance.text_layout()
+        if not layout.present():
             raise ValueError("the dataset has no text encoder")
-        context = (int(encoders[T5_ENCODER]["dims"]["hidden"]) if T5_ENCODER in encoders
-                   else sum(int(dims["hidden"]) for dims in clips))
-        return InputDims(in_channels=int(provenance["latent"]["channels"]), context_dim=context,
-                         pooled_dim=sum(int(dims["pooled"]) for dims in clips))
+        return InputDims(in_channels=provenance.latent.channels, context_dim=layout.width,
+                         pooled_dim=layout.pooled_dim)
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"cannot read the manifest {path}: {type(err).__name__}: {err}") from None
 

@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from data_pipeline.demo_data import all_combos, write_demo_data
-from data_pipeline.format import TEXT_ENCODERS
+from data_pipeline.layout import TEXT_ENCODERS
 from data_pipeline.loader import LoaderConfig, ShardLoader
 from data_pipeline.prepare import PrepareOptions, run_prepare
 from launcher.cli import main

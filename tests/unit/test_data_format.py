@@ -4,8 +4,10 @@ import json
 import pytest
 import torch
 
-from data_pipeline.format import (META_EXT, TENSORS_EXT, Placement, Sample, TextLayout, assemble_text, decode_meta,
-                                  decode_sample, encode_sample, sanitize_key, shard_name, text_key)
+from data_pipeline.format import (
+    META_EXT, TENSORS_EXT, Sample, assemble_text, decode_meta, decode_sample, encode_sample, sanitize_key,
+    shard_name, text_key)
+from data_pipeline.layout import Placement, TextLayout
 from data_pipeline.manifest import (EncoderInfo, LatentInfo, Manifest, Provenance, ShardInfo,
                                     check_against_model, compare_provenance, merge_parts)
 

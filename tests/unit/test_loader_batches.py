@@ -6,7 +6,8 @@ import pytest
 import torch
 import webdataset as wds
 
-from data_pipeline.format import CAPTION_VARIANTS, TEXT_ENCODERS, TextLayout, assemble_text, decode_sample
+from data_pipeline.format import assemble_text, decode_sample
+from data_pipeline.layout import CAPTION_VARIANTS, TEXT_ENCODERS, TextLayout
 from data_pipeline.loader import LoaderConfig, ShardLoader
 from data_pipeline.loader.collate import padding_blocks
 from data_pipeline.loader.synthetic import TINY_TEXT, SyntheticSpec, write_synthetic

@@ -6,7 +6,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from data_pipeline.format import TEXT_TOKENS
+from data_pipeline.layout import TEXT_TOKENS
 from mmdit_scale.model import MMDiT, MMDiTConfig
 from mmdit_scale.model.embeddings import TIME_FREQ_DIM
 from mmdit_scale.plan import flops as plan_flops
