@@ -17,15 +17,17 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from launcher.arguments import positive_int
+
     parser.add_argument("--workdir", type=Path, default=Path("runs/demo"), metavar="DIR",
                         help="where data, shards, run and summary go (default: runs/demo)")
-    parser.add_argument("--steps", type=int, default=None, metavar="N",
+    parser.add_argument("--steps", type=positive_int, default=None, metavar="N",
                         help="training steps (default: the recipe's train.steps)")
-    parser.add_argument("--images", type=int, default=None, metavar="N",
+    parser.add_argument("--images", type=positive_int, default=None, metavar="N",
                         help="training images to make (default: 2048)")
-    parser.add_argument("--per-prompt", type=int, default=None, metavar="K",
+    parser.add_argument("--per-prompt", type=positive_int, default=None, metavar="K",
                         help="samples per held-out prompt (default: 4)")
-    parser.add_argument("--sample-steps", type=int, default=None, metavar="N", help="Euler steps (default: 20)")
+    parser.add_argument("--sample-steps", type=positive_int, default=None, metavar="N", help="Euler steps (default: 20)")
     parser.add_argument("--cfg", type=float, default=None, metavar="S", help="guidance scale (default: 3)")
     parser.add_argument("--ema", action="store_true", help="sample with the EMA weights")
     parser.add_argument("overrides", nargs="*", default=[], metavar="key=value",
@@ -35,13 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mmdit_scale.eval.demo import DemoError, DemoOptions, run_demo
 
-    counts = {"steps": args.steps, "train_images": args.images, "per_prompt": args.per_prompt,
-              "sample_steps": args.sample_steps}
-    bad = [f"{k}={v}" for k, v in counts.items() if v is not None and v < 1]
-    if bad:
-        print(f"mmdit-scale demo: error: counts must be >= 1, got {', '.join(bad)}", file=sys.stderr)
-        return 2
-    chosen = {k: v for k, v in {**counts, "cfg": args.cfg}.items() if v is not None}
+    given = {"steps": args.steps, "train_images": args.images, "per_prompt": args.per_prompt,
+             "sample_steps": args.sample_steps, "cfg": args.cfg}
+    chosen = {k: v for k, v in given.items() if v is not None}
     try:
         run_demo(DemoOptions(workdir=args.workdir, ema=args.ema, overrides=list(args.overrides), **chosen))
     except DemoError as err:

@@ -18,10 +18,11 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from data_pipeline.demo_data import DEFAULT_COUNT, DEFAULT_SIZE
+    from launcher.arguments import positive_int
 
     parser.add_argument("--out", "--output", dest="out", type=Path, required=True, metavar="DIR",
                         help="folder to write")
-    parser.add_argument("--n", "--count", dest="n", type=int, default=DEFAULT_COUNT, metavar="N",
+    parser.add_argument("--n", "--count", dest="n", type=positive_int, default=DEFAULT_COUNT, metavar="N",
                         help=f"images (default: {DEFAULT_COUNT})")
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE, metavar="PX",
                         help=f"image side in pixels (default: {DEFAULT_SIZE})")
@@ -31,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from data_pipeline.demo_data import write_demo_data
 
-    if args.n < 1 or args.size < 16:
-        print("mmdit-scale make-demo-data: error: need --n >= 1 and --size >= 16", file=sys.stderr)
+    if args.size < 16:
+        print(f"mmdit-scale make-demo-data: error: need --size >= 16, got {args.size}", file=sys.stderr)
         return 2
     n = write_demo_data(args.out, count=args.n, side=args.size, seed=args.seed)
     print(f"wrote {n} demo scenes with captions to {args.out}")

@@ -26,7 +26,8 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from launcher.slurm.options import add_resource_arguments, positive_int
+    from launcher.arguments import positive_int
+    from launcher.slurm.options import add_resource_arguments
     from launcher.slurm.render import DEFAULT_SIGNAL_LEAD
 
     parser.add_argument("recipe", metavar="RECIPE", help="recipe YAML, e.g. recipes/tiny.yaml")

@@ -26,7 +26,8 @@ _OWN_FLAGS = ("--input", "--output", "--part", "--no-merge", "--merge-only")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from launcher.slurm.options import add_resource_arguments, positive_int
+    from launcher.arguments import positive_int
+    from launcher.slurm.options import add_resource_arguments
 
     parser.allow_abbrev = False  # `--part` after --prepare-flags must not read as an abbreviation of --parts
     parser.add_argument("source", type=Path, metavar="SRC", help="prepare's --input: images, tars or a table")

@@ -26,10 +26,12 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from launcher.arguments import positive_int
+
     parser.add_argument("recipe", metavar="RECIPE", help="recipe YAML, e.g. recipes/tiny.yaml")
     parser.add_argument("overrides", nargs="*", default=[], metavar="key=value",
                         help="dotted overrides applied last, e.g. data.train=SHARDS train.steps=100")
-    parser.add_argument("--nproc", type=int, default=None, metavar="N",
+    parser.add_argument("--nproc", type=positive_int, default=None, metavar="N",
                         help="ranks on this node (default: GPUs visible, 1 on CPU; under SLURM: its tasks or GPUs)")
     parser.add_argument("--run-dir", type=Path, default=None, metavar="DIR",
                         help="run directory (default: runs/<recipe name>); an existing one resumes")
@@ -60,8 +62,6 @@ def run(args: argparse.Namespace) -> int:
     from mmdit_scale.train.init_from import check_init_source
     from mmdit_scale.train.ds_config import grad_accumulation
 
-    if args.nproc is not None and args.nproc < 1:
-        return _fail(f"--nproc must be >= 1, got {args.nproc}")
     try:
         cfg = load_config(args.recipe, args.overrides)
         layout = slurm_layout(dict(os.environ), args.nproc) or local_layout(dict(os.environ), args.nproc)

@@ -13,14 +13,6 @@ SITE_ENV_VAR = "MMDIT_SITE_ENV"
 DEFAULT_SITE_ENV = TEMPLATES.parent / "site.env"
 
 
-def positive_int(text: str) -> int:
-    """argparse type for counts (nodes, GPUs, array parts): an int >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def add_resource_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("sbatch options")
     group.add_argument("--partition", metavar="P", help="partition(s) to run in")

@@ -6,6 +6,7 @@ from collections import Counter
 from itertools import combinations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from data_pipeline.demo_data import (BACKGROUND, COLOURS, HELD_OUT, POSITIONS, SEEN, SET_FILE, SHAPES, SYN_FIELD,
@@ -80,4 +81,7 @@ def test_same_arguments_same_bytes_and_size_option(tmp_path):
     assert Image.open(tmp_path / "a" / "000000.png").size == (64, 64)
     assert main(["make-demo-data", "--out", str(tmp_path / "c"), "--seed", "1", "--n", "6"]) == 0
     assert (tmp_path / "c" / "000000.png").read_bytes() != (tmp_path / "a" / "000000.png").read_bytes()
-    assert main(["make-demo-data", "--out", str(tmp_path / "d"), "--n", "0"]) == 2
+    with pytest.raises(SystemExit) as bad_count:  # argparse refuses it, as it does any bad argument
+        main(["make-demo-data", "--out", str(tmp_path / "d"), "--n", "0"])
+    assert bad_count.value.code == 2 and not (tmp_path / "d").exists()
+    assert main(["make-demo-data", "--out", str(tmp_path / "e"), "--size", "8"]) == 2
