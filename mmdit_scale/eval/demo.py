@@ -73,10 +73,11 @@ def demo_encoders_yaml(root: Path) -> Path:
     import yaml
 
     from data_pipeline.encoders.demo import DEMO_DIRNAME, build_demo_encoders
+    from data_pipeline.layout import TEXT_ENCODERS
 
     build_demo_encoders(root)
     spec = yaml.safe_load((root / DEMO_DIRNAME / "encoders.yaml").read_text())
-    for name in ("clip_l", "clip_g", "t5"):
+    for name in TEXT_ENCODERS:
         spec[name]["path"] = f"{DEMO_DIRNAME}/{spec[name]['path']}"
     spec["tokens"] = DEMO_TEXT_TOKENS
     path = root / f"demo-{DEMO_TEXT_TOKENS}-tokens.yaml"
