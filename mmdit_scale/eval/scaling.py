@@ -111,16 +111,17 @@ def sample_tokens(cfg: RunConfig) -> tuple[Tokens, str]:
     T5 text): the fallback when the shards are not at hand.
     """
     if cfg.data.train:
-        from data_pipeline.manifest import MANIFEST_NAME, Manifest
+        from data_pipeline.manifest import Manifest
+        from mmdit_scale.train.data_dims import manifest_path
 
-        path = Path(cfg.data.train) / MANIFEST_NAME
         try:
+            path = manifest_path(cfg.data.train)  # found as the trainer finds it (directory or pattern)
             provenance = Manifest.load(path).provenance
         except (OSError, ValueError, KeyError, TypeError):
             pass
         else:
             side = cfg.data.resolution // (provenance.latent.factor * cfg.model.patch_size)
-            return Tokens(image=side * side, text=provenance.text_layout().seq_len), str(path)
+            return Tokens(image=side * side, text=provenance.text_layout().seq_len), path
     return square_tokens(cfg), SD3_TOKENS
 
 
