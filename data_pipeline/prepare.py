@@ -25,10 +25,10 @@ from data_pipeline.format import TENSOR_DTYPES
 from data_pipeline.layout import FORMAT_VERSION
 from data_pipeline.manifest import (MANIFEST_NAME, Manifest, Provenance, ShardInfo, merge_parts,
                                     part_manifest_name)
-from data_pipeline.plan import ShardPlan, make_plan
+from data_pipeline.shard_plan import ShardPlan, make_plan
 from data_pipeline.sources import SourceError, list_records
 from data_pipeline.transforms import RESAMPLE, make_buckets
-from data_pipeline.worker import EncodeSettings, ShardResult, load_state, write_shard
+from data_pipeline.encode_shard import EncodeSettings, ShardResult, load_state, write_shard
 
 
 class PrepareError(Exception):

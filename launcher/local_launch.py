@@ -27,8 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmdit_scale.train import exit_codes
-from mmdit_scale.train.process import STATUS_DIR_ENV, die_with_parent, read_exit_codes
+from mmdit_scale.run import exit_codes
+from mmdit_scale.run.process import STATUS_DIR_ENV, die_with_parent, read_exit_codes
 
 ENTRY_MODULE = "mmdit_scale.train.entry"
 _RESEND_S = 5.0
@@ -199,7 +199,7 @@ class _Router:
 
 
 def launch(layout: Layout, run_dir: Path, env: dict[str, str] | None = None) -> int:
-    """Run this node's ranks to the end; returns the run's exit code (see mmdit_scale.train.exit_codes)."""
+    """Run this node's ranks to the end; returns the run's exit code (see mmdit_scale.run.exit_codes)."""
     env = dict(os.environ if env is None else env)
     if layout.direct_rank is not None:
         exec_rank(layout, run_dir, env)

@@ -17,7 +17,7 @@ import torch
 from data_pipeline.format import LATENT_KEY, text_key
 from data_pipeline.layout import CAPTION_VARIANTS, TEXT_ENCODERS, Placement, TextLayout
 from data_pipeline.loader.pool import TensorPool
-from data_pipeline.loader.samples import RawSample
+from data_pipeline.loader.sample_reader import RawSample
 from data_pipeline.loader.shard_file import ShardFile
 from data_pipeline.loader.shared import SharedRing
 

@@ -20,13 +20,13 @@ from typing import Any, Iterator, Optional, Union
 from data_pipeline.format import TENSOR_DTYPES
 from data_pipeline.loader.config import LoaderConfig
 from data_pipeline.loader.pool import shared_memory_reuse_available
-from data_pipeline.loader.samples import ST_NAMES, Counters
+from data_pipeline.loader.sample_reader import ST_NAMES, Counters
 from data_pipeline.loader.shared import SharedRing
 from data_pipeline.loader.spec import DatasetSpec, check_same_provenance, parse_datasets
 from data_pipeline.loader.state import (EXACT_KEYS, STATE_VERSION, fingerprint, plan_from_list, plan_reshard,
                                         plan_to_list)
 from data_pipeline.loader.stream import Source, Stream, StreamSpec, StreamState
-from data_pipeline.loader.workers import run_inline, run_processes, run_threads
+from data_pipeline.loader.interleave import run_inline, run_processes, run_threads
 from data_pipeline.manifest import Manifest, check_against_model
 
 

@@ -17,7 +17,7 @@ from data_pipeline.layout import TextLayout
 from data_pipeline.loader import rng
 from data_pipeline.loader.collate import Collator
 from data_pipeline.loader.config import LoaderConfig
-from data_pipeline.loader.samples import ST_DTYPES, Counters, RawSample, SamplePolicy, ShardReader
+from data_pipeline.loader.sample_reader import ST_DTYPES, Counters, RawSample, SamplePolicy, ShardReader
 from data_pipeline.loader.sharding import EpochProgress, Unit, deal, make_units, shard_order
 
 

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmdit_scale.eval.demo import DemoError, DemoOptions, run_demo
+    from launcher.demo_job import DemoError, DemoOptions, run_demo
 
     given = {"steps": args.steps, "train_images": args.images, "per_prompt": args.per_prompt,
              "sample_steps": args.sample_steps, "cfg": args.cfg}

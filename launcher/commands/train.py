@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
     # Torch-free imports only: the ranks pay for torch, the launcher does not.
     from launcher.local_launch import launch, local_layout, slurm_layout
     from mmdit_scale.config import ConfigError, load_config, save_config, to_dict
-    from mmdit_scale.train import ckpt_files
-    from mmdit_scale.train.data_dims import fill_input_dims
+    from mmdit_scale.run import checkpoints
+    from mmdit_scale.run.data_dims import fill_input_dims
     from mmdit_scale.train.init_from import check_init_source
     from mmdit_scale.train.ds_config import grad_accumulation
 
@@ -78,9 +78,9 @@ def run(args: argparse.Namespace) -> int:
     if filled:
         print(f"mmdit-scale train: {filled}", flush=True)
     run_dir = (args.run_dir or Path("runs") / Path(args.recipe).stem).resolve()
-    config_path = run_dir / ckpt_files.CONFIG_FILE
+    config_path = run_dir / checkpoints.CONFIG_FILE
     try:
-        latest = ckpt_files.read_latest(ckpt_files.checkpoints_root(cfg, run_dir))
+        latest = checkpoints.read_latest(checkpoints.checkpoints_root(cfg, run_dir))
         if latest is None:  # a resumed run has its own weights and ignores init_from
             check_init_source(cfg)
     except ValueError as err:

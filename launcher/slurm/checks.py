@@ -65,7 +65,7 @@ def check_data(cfg, job: TrainJob, strict: bool) -> list[str]:
 
 def check_run_dir(cfg, run_dir: Path) -> list[str]:
     """Two jobs must never write one run dir: refuse while one of its jobs is queued or running."""
-    from mmdit_scale.train import ckpt_files
+    from mmdit_scale.run import checkpoints
 
     notes = []
     for sub in records.read_submissions(run_dir):
@@ -74,7 +74,7 @@ def check_run_dir(cfg, run_dir: Path) -> list[str]:
             raise SubmitError(f"job {sub.job_id} of {run_dir} is {info.state}: scancel it or wait for it "
                               "before submitting this run dir again")
     try:
-        latest = ckpt_files.read_latest(ckpt_files.checkpoints_root(cfg, run_dir))
+        latest = checkpoints.read_latest(checkpoints.checkpoints_root(cfg, run_dir))
     except ValueError as err:
         raise SubmitError(str(err)) from None
     if latest is not None:

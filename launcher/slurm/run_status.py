@@ -97,21 +97,21 @@ def _last_records(metrics: Path) -> tuple[dict | None, dict | None, dict | None]
 
 def _checkpoint(run_dir: Path, status: RunStatus) -> None:
     from mmdit_scale.config import ConfigError, load_config
-    from mmdit_scale.train import ckpt_files
+    from mmdit_scale.run import checkpoints
 
-    config = run_dir / ckpt_files.CONFIG_FILE
+    config = run_dir / checkpoints.CONFIG_FILE
     if not config.is_file():
         return
     try:
         cfg = load_config(config)
-        latest = ckpt_files.read_latest(ckpt_files.checkpoints_root(cfg, run_dir))
+        latest = checkpoints.read_latest(checkpoints.checkpoints_root(cfg, run_dir))
     except (ConfigError, ValueError, OSError):
         return
     status.total_steps = cfg.train.steps
     if latest is not None:
         status.checkpoint = latest.name
-        status.checkpoint_step = ckpt_files.step_of(latest.name)
-        status.checkpoint_time = (latest / ckpt_files.STATE_FILE).stat().st_mtime
+        status.checkpoint_step = checkpoints.step_of(latest.name)
+        status.checkpoint_time = (latest / checkpoints.STATE_FILE).stat().st_mtime
 
 
 def run_status(run_dir: Path, ask_slurm: bool = True) -> RunStatus:

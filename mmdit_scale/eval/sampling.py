@@ -24,7 +24,7 @@ from data_pipeline.format import assemble_text, text_key
 from data_pipeline.layout import CLIP_ENCODERS
 from data_pipeline.manifest import AUTOENCODER, EncoderInfo, Manifest, Provenance
 from mmdit_scale.flow import euler_sample, get_formulation
-from mmdit_scale.train import ckpt_files
+from mmdit_scale.run import checkpoints
 
 SD3_TOKENIZER_DIRS = {"text_encoder": "tokenizer", "text_encoder_2": "tokenizer_2", "text_encoder_3": "tokenizer_3"}
 """A diffusers SD3 pipeline keeps each tokenizer beside (not inside) its text encoder."""
@@ -110,15 +110,15 @@ class RunSampler:
     """A checkpoint's model with the run's text encoders and autoencoder, ready to sample."""
 
     def __init__(self, path: str | os.PathLike, ema: bool = False, device: str = "cpu"):
-        self.checkpoint = ckpt_files.resolve(path)
-        self.config = ckpt_files.load_run_config(self.checkpoint)
+        self.checkpoint = checkpoints.resolve(path)
+        self.config = checkpoints.load_run_config(self.checkpoint)
         data = Path(self.config.data.train)
         if not (data / "manifest.json").is_file():
             raise SamplingError(f"the run's training data {data} (data.train) has no manifest.json: sampling needs "
                                 "its provenance to find the run's encoders")
         self.provenance = Manifest.load(data).provenance
         self.device = torch.device(device)
-        self.model = ckpt_files.build_model(self.checkpoint, ema=ema, device=device)
+        self.model = checkpoints.build_model(self.checkpoint, ema=ema, device=device)
         self.encoders = EncoderSet.load(encoders_from_provenance(self.provenance), self.device)
         self.layout = self.provenance.text_layout(context_dim=self.config.model.context_dim)
         self.formulation = get_formulation(self.config.flow.formulation)

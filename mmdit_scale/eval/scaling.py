@@ -112,7 +112,7 @@ def sample_tokens(cfg: RunConfig) -> tuple[Tokens, str]:
     """
     if cfg.data.train:
         from data_pipeline.manifest import Manifest
-        from mmdit_scale.train.data_dims import manifest_path
+        from mmdit_scale.run.data_dims import manifest_path
 
         try:
             path = manifest_path(cfg.data.train)  # found as the trainer finds it (directory or pattern)

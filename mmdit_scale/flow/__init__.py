@@ -13,28 +13,28 @@ from mmdit_scale.flow.names import FORMULATIONS, TIMESTEP_SAMPLERS
 
 if TYPE_CHECKING:
     from mmdit_scale.flow.formulation import FlowLoss, Formulation
-    from mmdit_scale.flow.formulations import get_formulation
+    from mmdit_scale.flow.registry import get_formulation
     from mmdit_scale.flow.ode import euler_sample, sampling_timesteps
     from mmdit_scale.flow.shift import shift_for_resolution, shift_timesteps
     from mmdit_scale.flow.timestep_samplers import TimestepSampler, get_timestep_sampler
-    from mmdit_scale.flow.validation import (VALIDATION_TIMESTEPS, ValidationLoss, validation_loss, validation_noise,
+    from mmdit_scale.flow.fixed_t_loss import (VALIDATION_TIMESTEPS, ValidationLoss, validation_loss, validation_noise,
                                               validation_timesteps)
 
 _LAZY = {
     "FlowLoss": "mmdit_scale.flow.formulation",
     "Formulation": "mmdit_scale.flow.formulation",
-    "get_formulation": "mmdit_scale.flow.formulations",
+    "get_formulation": "mmdit_scale.flow.registry",
     "euler_sample": "mmdit_scale.flow.ode",
     "sampling_timesteps": "mmdit_scale.flow.ode",
     "shift_for_resolution": "mmdit_scale.flow.shift",
     "shift_timesteps": "mmdit_scale.flow.shift",
     "TimestepSampler": "mmdit_scale.flow.timestep_samplers",
     "get_timestep_sampler": "mmdit_scale.flow.timestep_samplers",
-    "VALIDATION_TIMESTEPS": "mmdit_scale.flow.validation",
-    "validation_timesteps": "mmdit_scale.flow.validation",
-    "ValidationLoss": "mmdit_scale.flow.validation",
-    "validation_loss": "mmdit_scale.flow.validation",
-    "validation_noise": "mmdit_scale.flow.validation",
+    "VALIDATION_TIMESTEPS": "mmdit_scale.flow.fixed_t_loss",
+    "validation_timesteps": "mmdit_scale.flow.fixed_t_loss",
+    "ValidationLoss": "mmdit_scale.flow.fixed_t_loss",
+    "validation_loss": "mmdit_scale.flow.fixed_t_loss",
+    "validation_noise": "mmdit_scale.flow.fixed_t_loss",
 }
 
 __all__ = ["FORMULATIONS", "TIMESTEP_SAMPLERS", *_LAZY]

@@ -20,12 +20,12 @@ CONFIG_METADATA_KEY = "mmdit_config"
 def export_checkpoint(path: str | os.PathLike, fmt: str, out: str | os.PathLike, ema: bool = False) -> Path:
     """Write the checkpoint that `path` resolves to (a run, checkpoints or checkpoint dir) as `fmt`
     at `out`; returns the checkpoint directory that was exported."""
-    from mmdit_scale.train import ckpt_files
+    from mmdit_scale.run import checkpoints
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; expected one of {FORMATS}")
-    ckpt = ckpt_files.resolve(path)
-    model = ckpt_files.build_model(ckpt, ema=ema)
+    ckpt = checkpoints.resolve(path)
+    model = checkpoints.build_model(ckpt, ema=ema)
     out = Path(out)
     if fmt == "diffusers":
         from mmdit_scale.interop.diffusers_sd3 import to_diffusers

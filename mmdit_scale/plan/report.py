@@ -17,7 +17,7 @@ from mmdit_scale.plan.memory import GIB, USABLE_FRACTION, ZERO_STAGES, Memory, a
 from mmdit_scale.plan.params import ParamCount, count_parameters
 from mmdit_scale.plan.suggest import Suggestion, suggestions
 from mmdit_scale.plan.tokens import Tokens, largest_tokens, square_tokens
-from mmdit_scale.train.data_dims import fill_input_dims
+from mmdit_scale.run.data_dims import fill_input_dims
 
 PEAK_TFLOPS = {"bf16": 989.4, "fp32": 494.7}
 """Dense peak of an H100 SXM: bf16 tensor cores, and TF32 tensor cores for fp32 runs."""

@@ -15,8 +15,8 @@ import traceback
 import warnings
 from pathlib import Path
 
-from mmdit_scale.train import exit_codes
-from mmdit_scale.train.process import die_with_parent, report_exit
+from mmdit_scale.run import exit_codes
+from mmdit_scale.run.process import die_with_parent, report_exit
 
 
 def _device():
@@ -41,7 +41,7 @@ def _train(run_dir: Path) -> int:
     import torch.distributed as dist
 
     from mmdit_scale.config import ConfigError, load_config
-    from mmdit_scale.train.ckpt_files import CONFIG_FILE
+    from mmdit_scale.run.checkpoints import CONFIG_FILE
     from mmdit_scale.train.loop import NonFiniteError, SetupError, Trainer
 
     deepspeed.utils.logger.setLevel(logging.WARNING)

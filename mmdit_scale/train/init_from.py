@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from mmdit_scale.train import ckpt_files
+from mmdit_scale.run import checkpoints
 
 if TYPE_CHECKING:
     import torch
@@ -35,7 +35,7 @@ DIFFUSERS_CONFIG = "config.json"
 PIPELINE_SUBFOLDER = "transformer"
 CHECKPOINT, DIFFUSERS = "checkpoint", "diffusers"
 ACCEPTED = (f"a run dir or checkpoints dir with a `latest` checkpoint; a checkpoint dir (step_N/ with "
-            f"{ckpt_files.STATE_FILE}); or a diffusers {SD3_CLASS} dir ({DIFFUSERS_CONFIG} with "
+            f"{checkpoints.STATE_FILE}); or a diffusers {SD3_CLASS} dir ({DIFFUSERS_CONFIG} with "
             f"_class_name {SD3_CLASS}, or a pipeline root with {PIPELINE_SUBFOLDER}/)")
 _QK_NORM_SUFFIXES = (".q_norm.weight", ".k_norm.weight")
 
@@ -79,7 +79,7 @@ def find_init_source(source: str | os.PathLike) -> InitSource:
             raise ValueError(f"train.init_from={source}: {config} describes a diffusers {found}, not an "
                              f"{SD3_CLASS}; expected {ACCEPTED}")
     try:
-        return InitSource(CHECKPOINT, ckpt_files.resolve(path))
+        return InitSource(CHECKPOINT, checkpoints.resolve(path))
     except FileNotFoundError:
         raise ValueError(f"train.init_from={source} is none of the accepted kinds: {ACCEPTED}") from None
     except ValueError as err:
@@ -103,7 +103,7 @@ def load_initial_weights(model: "MMDiT", source: str) -> list[str]:
     lines = [found.note] if found.note else []
     if found.kind == DIFFUSERS:
         return lines + _load_diffusers(model, found.path, source)
-    weights = ckpt_files.load_weights(found.path)
+    weights = checkpoints.load_weights(found.path)
     fresh_norms = _fresh_norms(model.state_dict(), weights, source)
     count = _copy_in(model, weights.items(), fresh_norms, source)
     return lines + [f"init_from: {count} tensors from {found.path}"] + _norm_lines(found.path, fresh_norms)

@@ -15,8 +15,9 @@ import torch
 import torch.distributed as dist
 
 from mmdit_scale.config import RunConfig
-from mmdit_scale.train import checkpoint, ckpt_files, exit_codes
-from mmdit_scale.train.checkpoint import TrainerState
+from mmdit_scale.run import checkpoints, exit_codes
+from mmdit_scale.train import save_restore
+from mmdit_scale.train.save_restore import TrainerState
 from mmdit_scale.train.data import train_loader, val_loader
 from mmdit_scale.train.ds_config import grad_accumulation
 from mmdit_scale.train.ema import ShardedEMA
@@ -25,10 +26,10 @@ from mmdit_scale.train.flops import peak_flops
 from mmdit_scale.train.init_from import load_initial_weights
 from mmdit_scale.train.metrics import Metrics
 from mmdit_scale.train.preemption import Preemption
-from mmdit_scale.train.samples import GridSampler
+from mmdit_scale.train.sample_grids import GridSampler
 from mmdit_scale.train.schedule import lr_factor
 from mmdit_scale.train.step import TrainStep
-from mmdit_scale.train.validation import Validator
+from mmdit_scale.train.heldout import Validator
 
 
 class SetupError(Exception):
@@ -43,7 +44,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: Path, device: torch.device, device_name: str):
         self.cfg, self.run_dir, self.device = cfg, run_dir, device
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        self.root = ckpt_files.checkpoints_root(cfg, run_dir)
+        self.root = checkpoints.checkpoints_root(cfg, run_dir)
         self.preemption = Preemption(device)  # from here on a signal is a request, not a death
         try:
             self.grad_accum = grad_accumulation(cfg, self.world)
@@ -74,12 +75,12 @@ class Trainer:
         if self.resume_from is None:
             return False
         try:
-            saved_world = ckpt_files.read_state(self.resume_from)["world_size"]
+            saved_world = checkpoints.read_state(self.resume_from)["world_size"]
             if saved_world == self.world:
                 return False
             self._say(f"{self.resume_from} was written by {saved_world} ranks, this run has {self.world}: "
                       "resuming through DeepSpeed's universal checkpoint (not bit-exact)")
-            checkpoint.prepare_universal(self.resume_from)
+            save_restore.prepare_universal(self.resume_from)
         except (OSError, RuntimeError, KeyError) as err:
             raise SetupError(f"cannot resume from {self.resume_from}: {err}") from None
         return True
@@ -100,7 +101,7 @@ class Trainer:
 
     def _latest(self) -> Path | None:
         """The checkpoint to resume from, as rank 0 sees it (one answer for all ranks)."""
-        found = [str(ckpt_files.read_latest(self.root) or "") if self.rank == 0 else None]
+        found = [str(checkpoints.read_latest(self.root) or "") if self.rank == 0 else None]
         dist.broadcast_object_list(found, src=0)
         return Path(found[0]) if found[0] else None
 
@@ -109,7 +110,7 @@ class Trainer:
         if latest is None:
             self.ema.reset(full_fp32_params(self.engine))
             return TrainerState(world_size=self.world)
-        state = checkpoint.load(self.engine, latest, self.ema, self.device)
+        state = save_restore.load(self.engine, latest, self.ema, self.device)
         if state.world_size != self.world:
             self._check_weights(latest)
         try:
@@ -122,7 +123,7 @@ class Trainer:
 
     def _check_weights(self, ckpt: Path) -> None:
         """The weights DeepSpeed restored must be the checkpoint's consolidated ones, bit for bit."""
-        saved = ckpt_files.load_weights(ckpt)
+        saved = checkpoints.load_weights(ckpt)
         wrong = [name for name, full in full_fp32_params(self.engine) if not torch.equal(full.cpu(), saved[name])]
         if wrong:
             raise SetupError(f"the universal checkpoint of {ckpt} restored other weights than its "
@@ -138,7 +139,7 @@ class Trainer:
         metrics.log_val(step, mean, per_t)
 
     def _save(self, state: TrainerState) -> None:
-        path = checkpoint.save(self.engine, self.cfg, self.root, state, self.ema, self.loader.state_dict())
+        path = save_restore.save(self.engine, self.cfg, self.root, state, self.ema, self.loader.state_dict())
         self._say(f"checkpoint {path}")
 
     def run(self) -> int:

@@ -16,7 +16,7 @@ from data_pipeline.loader import LoaderConfig, ModelDims, ShardLoader
 from data_pipeline.loader.synthetic import TINY_TEXT, SyntheticSpec, write_synthetic
 from data_pipeline.prepare import PrepareOptions, run_prepare
 from data_pipeline.transforms import decode_image, place
-from data_pipeline.worker import pixels_to_tensor
+from data_pipeline.encode_shard import pixels_to_tensor
 
 
 def test_images_through_prepare_and_loader_equal_a_direct_encode(demo_encoders, tmp_path):

@@ -21,7 +21,7 @@ from data_pipeline.format import assemble_text, decode_sample
 from data_pipeline.manifest import Manifest, check_against_model
 from data_pipeline.prepare import PrepareOptions, run_prepare
 from data_pipeline.transforms import decode_image, place
-from data_pipeline.worker import pixels_to_tensor
+from data_pipeline.encode_shard import pixels_to_tensor
 from launcher.cli import main
 
 def _prepare(src: Path, out: Path, encoders: str, **kw):
@@ -285,7 +285,7 @@ def test_fatal_errors_exit_nonzero(demo_encoders, tmp_path, capsys):
 def test_the_tiny_recipe_takes_its_input_dims_from_demo_shards(demo_encoders, tmp_path):
     """recipes/tiny.yaml sets no input dims: `train` fills them from the manifest prepare wrote."""
     from mmdit_scale.config import load_config
-    from mmdit_scale.train.data_dims import fill_input_dims
+    from mmdit_scale.run.data_dims import fill_input_dims
 
     write_demo_data(tmp_path / "in", count=4, side=32)
     _prepare(tmp_path / "in", tmp_path / "out", demo_encoders)

@@ -12,7 +12,7 @@ from data_pipeline.format import decode_sample
 from data_pipeline.manifest import Manifest, check_against_model, compare_provenance
 from data_pipeline.prepare import PrepareOptions, run_prepare
 from data_pipeline.transforms import decode_image, place
-from data_pipeline.worker import pixels_to_tensor
+from data_pipeline.encode_shard import pixels_to_tensor
 
 
 @pytest.fixture

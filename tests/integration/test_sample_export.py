@@ -20,11 +20,11 @@ from data_pipeline.loader import LoaderConfig, ShardLoader
 from data_pipeline.prepare import PrepareOptions, run_prepare
 from launcher.cli import main
 from mmdit_scale.config import load_config, to_yaml
-from mmdit_scale.eval.demo import DEMO_TEXT_TOKENS
+from launcher.demo_job import DEMO_TEXT_TOKENS
 from mmdit_scale.eval.sampling import RunSampler, SampleSettings, write_grid
 from mmdit_scale.model import MMDiT
-from mmdit_scale.train import ckpt_files
-from mmdit_scale.train.data_dims import fill_input_dims
+from mmdit_scale.run import checkpoints
+from mmdit_scale.run.data_dims import fill_input_dims
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPTS = ["a red circle in the top left", "a blue square in the bottom right"]
@@ -46,13 +46,13 @@ def run_dir(tmp_path_factory, demo_encoders) -> Path:
                                encoders=demo_encoders, resolution=32, progress=False))
     cfg, _ = fill_input_dims(load_config(REPO / "recipes" / "demo.yaml", [f"data.train={root / 'shards'}"]))
     model = MMDiT(cfg.model)
-    ckpt = root / "run" / ckpt_files.CHECKPOINTS / ckpt_files.checkpoint_name(7)
+    ckpt = root / "run" / checkpoints.CHECKPOINTS / checkpoints.checkpoint_name(7)
     ckpt.mkdir(parents=True)
-    save_file(_random_weights(model, 0), ckpt / ckpt_files.MODEL_FILE)
-    save_file(_random_weights(model, 1), ckpt / ckpt_files.EMA_FILE)
-    (ckpt / ckpt_files.CONFIG_FILE).write_text(to_yaml(cfg))
-    (ckpt / ckpt_files.STATE_FILE).write_text(json.dumps({"step": 7}))
-    ckpt_files.write_latest(ckpt.parent, ckpt.name)
+    save_file(_random_weights(model, 0), ckpt / checkpoints.MODEL_FILE)
+    save_file(_random_weights(model, 1), ckpt / checkpoints.EMA_FILE)
+    (ckpt / checkpoints.CONFIG_FILE).write_text(to_yaml(cfg))
+    (ckpt / checkpoints.STATE_FILE).write_text(json.dumps({"step": 7}))
+    checkpoints.write_latest(ckpt.parent, ckpt.name)
     return root / "run"
 
 
@@ -117,7 +117,7 @@ def test_diffusers_export_loads_and_gives_the_same_outputs(run_dir, tmp_path, em
     out = tmp_path / "sd3"
     assert main(["export", str(run_dir), "--format", "diffusers", "--out", str(out)] + ["--ema"] * ema) == 0
     theirs = SD3Transformer2DModel.from_pretrained(out).eval()
-    ours = ckpt_files.build_model(run_dir, ema=ema)
+    ours = checkpoints.build_model(run_dir, ema=ema)
     gen = torch.Generator().manual_seed(0)
     x, t = torch.randn(3, 12, 16, 16, generator=gen), torch.rand(3, generator=gen)
     context, pooled = torch.randn(3, 154, 64, generator=gen), torch.randn(3, 64, generator=gen)
@@ -133,9 +133,9 @@ def test_safetensors_export_round_trips(run_dir, tmp_path):
     out = tmp_path / "model.safetensors"
     assert main(["export", str(run_dir), "--format", "safetensors", "--out", str(out)]) == 0
     weights = load_file(out)
-    ckpt = ckpt_files.resolve(run_dir)
-    assert weights.keys() == ckpt_files.load_weights(ckpt).keys()
-    assert all(torch.equal(weights[k], v) for k, v in ckpt_files.load_weights(ckpt).items())
+    ckpt = checkpoints.resolve(run_dir)
+    assert weights.keys() == checkpoints.load_weights(ckpt).keys()
+    assert all(torch.equal(weights[k], v) for k, v in checkpoints.load_weights(ckpt).items())
     from safetensors import safe_open
 
     with safe_open(out, "pt") as f:

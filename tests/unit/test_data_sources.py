@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from data_pipeline.filters import Filters
-from data_pipeline.plan import make_plan, part_range
+from data_pipeline.shard_plan import make_plan, part_range
 from data_pipeline.sources import BadCaption, Record, SourceError, detect_source, list_records, read_captions
 
 

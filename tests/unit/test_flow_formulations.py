@@ -17,7 +17,7 @@ from mmdit_scale.flow import (
     validation_loss,
 )
 from mmdit_scale.flow.formulation import expand_like
-from mmdit_scale.flow.formulations import FORMULATION_REGISTRY
+from mmdit_scale.flow.registry import FORMULATION_REGISTRY
 from mmdit_scale.flow.timestep_samplers import TIMESTEP_SAMPLER_REGISTRY
 
 F64 = torch.float64

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from data_pipeline.loader import LoaderConfig, ShardLoader, rng
-from data_pipeline.loader.samples import SamplePolicy
+from data_pipeline.loader.sample_reader import SamplePolicy
 from data_pipeline.loader.synthetic import TINY_TEXT, SyntheticSpec, write_synthetic
 
 FIELDS = ("latent", "context", "pooled", "text_keep", "caption_variant", "source", "epoch")

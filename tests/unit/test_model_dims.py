@@ -20,8 +20,8 @@ from launcher import cli
 from mmdit_scale.config import load_config, save_config
 from mmdit_scale.model import MMDiT, MMDiTConfig
 from mmdit_scale.model.config import SD3_INPUT_DIMS, InputDims
-from mmdit_scale.train import exit_codes
-from mmdit_scale.train.data_dims import fill_input_dims, manifest_path
+from mmdit_scale.run import exit_codes
+from mmdit_scale.run.data_dims import fill_input_dims, manifest_path
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "recipes" / "tiny.yaml"

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from mmdit_scale.config import load_config, save_config
 from mmdit_scale.model import MMDiT
-from mmdit_scale.train import ckpt_files as files
+from mmdit_scale.run import checkpoints as files
 from mmdit_scale.train.init_from import load_initial_weights
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from launcher.local_launch import first_host, local_layout, slurm_layout, torchrun_command
-from mmdit_scale.train import exit_codes
+from mmdit_scale.run import exit_codes
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -83,7 +83,7 @@ def test_bad_configs_fail_before_any_rank_starts(args, message, tmp_path):
 
 def test_a_process_dies_with_its_parent():
     """The mechanism that keeps ranks from outliving the launcher: kill the parent, the child follows."""
-    child = ("import os, sys, time; from mmdit_scale.train.process import die_with_parent; die_with_parent(); "
+    child = ("import os, sys, time; from mmdit_scale.run.process import die_with_parent; die_with_parent(); "
              "print(os.getpid(), flush=True); time.sleep(60)")
     parent = ("import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', sys.argv[1]], "
               "stdout=sys.stdout); time.sleep(60)")

@@ -17,7 +17,7 @@ import torch
 
 from data_pipeline.encoders.encoder_set import EncoderSet
 from data_pipeline.format import LATENT_KEY, Sample, encode_sample, text_key
-from data_pipeline.plan import PlannedItem, ShardPlan
+from data_pipeline.shard_plan import PlannedItem, ShardPlan
 from data_pipeline.transforms import BadImage, Placed, decode_image, place
 from data_pipeline.writer import ShardWriter
 

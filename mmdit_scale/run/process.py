@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 
-from mmdit_scale.train.exit_codes import FAILED
+from mmdit_scale.run.exit_codes import FAILED
 
 _PR_SET_PDEATHSIG = 1
 

@@ -28,7 +28,7 @@ import torch.distributed as dist
 from safetensors.torch import save as st_save
 
 from mmdit_scale.config import RunConfig, to_yaml
-from mmdit_scale.train import ckpt_files as files
+from mmdit_scale.run import checkpoints as files
 from mmdit_scale.train import hooks
 from mmdit_scale.train.ema import ShardedEMA
 from mmdit_scale.train.engine import full_fp32_params

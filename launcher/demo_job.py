@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "demo.yaml"
 SUMMARY = "summary.json"
 TARGETS = {"accuracy_over_chance": 10.0, "colour": 0.9, "position": 0.9}
