@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mmdit_scale.interop.parity import max_rel_diff, randomise_parameters  # noqa: E402
 from mmdit_scale.model import MMDiT, MMDiTConfig  # noqa: E402
 from mmdit_scale.plan.flops import training_flops  # noqa: E402
-from mmdit_scale.plan.tokens import TEXT_SEQUENCE, Tokens  # noqa: E402
-from mmdit_scale.plan.report import PEAK_TFLOPS  # noqa: E402
+from mmdit_scale.plan.peaks import PEAK_TFLOPS, PLAN_GPU  # noqa: E402
+from mmdit_scale.plan.tokens import SD3_LAYOUT, Tokens  # noqa: E402
 
 DEVICE = torch.device("cuda")
 """Set from --device in main(); cuda unless smoke-testing the script on a CPU."""
@@ -99,7 +99,7 @@ def inputs(cfg: MMDiTConfig, case: Case, batch: int, seed: int = 0):
     x0 = torch.randn(batch, cfg.in_channels, side, side, device=DEVICE, generator=gen)
     noise = torch.randn(x0.shape, device=DEVICE, generator=gen)
     t = torch.sigmoid(torch.randn(batch, device=DEVICE, generator=gen))  # lognorm(0, 1)
-    context = torch.randn(batch, TEXT_SEQUENCE, cfg.context_dim, device=DEVICE, generator=gen)
+    context = torch.randn(batch, SD3_LAYOUT.text, cfg.context_dim, device=DEVICE, generator=gen)
     pooled = torch.randn(batch, cfg.pooled_dim, device=DEVICE, generator=gen)
     return x0, noise, t, context, pooled
 
@@ -146,7 +146,7 @@ def bench(case: Case, iters: int, warmup: int, compile_model: bool, matmul: floa
     if not all(torch.isfinite(torch.stack(losses))):
         raise SystemExit(f"{case.name}: non-finite loss during timing")
     ms = statistics.median(times)
-    tokens = Tokens(image=(case.pixels // 16) ** 2, text=TEXT_SEQUENCE)
+    tokens = Tokens(image=(case.pixels // 16) ** 2, text=SD3_LAYOUT.text)
     flops = training_flops(cfg, tokens).training * case.batch
     achieved = flops / (ms * 1e-3) / 1e12
     result = dict(case=case.name, depth=case.depth, pixels=case.pixels, batch=case.batch, tokens=tokens.total,
@@ -167,7 +167,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd models")
-    parser.add_argument("--peak-tflops", type=float, default=PEAK_TFLOPS["bf16"],
+    parser.add_argument("--peak-tflops", type=float, default=PEAK_TFLOPS[PLAN_GPU]["bf16"],
                         help="data-sheet dense bf16 peak of the card (default: H100/H200)")
     parser.add_argument("--device", default="cuda", help="cuda; cpu only to smoke-test the script (--cases tiny)")
     args = parser.parse_args()

@@ -6,7 +6,6 @@ is skipped and counted here; the shard is still written whole with the remaining
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from data_pipeline.atomic import write_atomic
 from data_pipeline.encoders.encoder_set import EncoderSet
 from data_pipeline.format import LATENT_KEY, Sample, encode_sample, text_key
 from data_pipeline.shard_plan import PlannedItem, ShardPlan
@@ -100,9 +100,7 @@ def load_state(out_dir: Path, shard_name: str) -> Optional[ShardResult]:
 def _save_state(out_dir: Path, result: ShardResult) -> None:
     path = state_path(out_dir, result.name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(asdict(result), sort_keys=True))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(asdict(result), sort_keys=True))
 
 
 def write_shard(shard: ShardPlan, out_dir: Path, encoders: EncoderSet, settings: EncodeSettings,

@@ -12,11 +12,11 @@ joins them into the one `manifest.json` a loader reads.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
+from data_pipeline.atomic import write_atomic
 from data_pipeline.layout import CLIP_ENCODERS, FORMAT_VERSION, TEXT_ENCODERS, TEXT_TOKENS, TextLayout
 
 MANIFEST_NAME = "manifest.json"
@@ -141,10 +141,7 @@ class Manifest:
 
     def save(self, path: Union[str, Path]) -> None:
         """Write atomically (temp name + rename): a reader never sees half a manifest."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "Manifest":

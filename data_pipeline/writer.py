@@ -12,6 +12,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from data_pipeline.atomic import commit, remove_stale_temps, temp_name
 from data_pipeline.format import META_EXT, TENSORS_EXT
 
 
@@ -22,22 +23,17 @@ class WrittenShard:
     sha256: str
 
 
-def temp_path(final: Path) -> Path:
-    return final.with_name(f".{final.name}.tmp-{os.getpid()}")
-
-
 class ShardWriter:
     """`with ShardWriter(path) as w: w.write(key, encode_sample(...))`; renamed into place on a
     clean exit, deleted on an exception."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.tmp = temp_path(self.path)
+        self.tmp = temp_name(self.path)
         self.samples = 0
 
     def __enter__(self) -> "ShardWriter":
-        for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
-            stale.unlink(missing_ok=True)  # left by a killed earlier run
+        remove_stale_temps(self.path)  # left by a killed earlier run
         self._file = self.tmp.open("wb")
         self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)
         return self
@@ -66,7 +62,7 @@ class ShardWriter:
 
     def commit(self) -> WrittenShard:
         """Rename into place (after the caller recorded the shard's stats)."""
-        os.replace(self.tmp, self.path)
+        commit(self.tmp, self.path)
         return self.result
 
 

@@ -4,7 +4,7 @@ Stages, each skipped when its output is already complete (so a rerun in the same
 samples and scores again; a larger --steps continues training from the last checkpoint):
 1. data: training scenes (held-out combinations excluded) and a validation set, as image folders;
 2. prepare: shards with the demo encoders (seeded tiny CLIP-L/G + T5, lossless `pixel` autoencoder);
-3. train: recipes/demo.yaml on 2 CPU ranks with ZeRO-2, through `mmdit-scale train` itself;
+3. train: recipes/demo.yaml on 2 CPU ranks with ZeRO-2, through `start_training`, as `mmdit-scale train`;
 4. sample: the held-out prompts (and as many seen ones, for comparison) from the last checkpoint;
 5. score: the demo scorer's accuracy per attribute and all-correct, against the scorer's chance;
 6. WORKDIR/summary.json, and a summary on stdout.
@@ -18,9 +18,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "recipes" / "demo.yaml"
-SUMMARY = "summary.json"
+from data_pipeline.atomic import write_atomic
+from mmdit_scale.config.recipes import RECIPES_DIR
+from mmdit_scale.run.layout import SUMMARY_FILE, TENSORBOARD_DIR
+
+RECIPE = RECIPES_DIR / "demo.yaml"
 TARGETS = {"accuracy_over_chance": 10.0, "colour": 0.9, "position": 0.9}
 """What the demo must reach (issue [trainer] section 8): all-correct >= 10x chance, colour and position >= 0.9."""
 DEMO_TEXT_TOKENS = 24
@@ -100,15 +102,19 @@ def prepare_shards(opts: DemoOptions, images: tuple[Path, Path]) -> tuple[Path, 
 
 
 def train(opts: DemoOptions, shards: tuple[Path, Path]) -> Path:
-    """Run `mmdit-scale train` (the same launcher, same code path) and return the run dir."""
-    from launcher.cli import main as cli
+    """Train through `start_training`, the function `mmdit-scale train` runs; returns the run dir."""
+    from launcher.training import start_training
+    from mmdit_scale.config import ConfigError, load_config
 
     run_dir = opts.workdir / "run"
     overrides = [f"data.train={shards[0]}", f"data.val={shards[1]}"]
     if opts.steps is not None:
         overrides += [f"train.steps={opts.steps}", f"checkpoint.every={opts.steps}", f"eval.every={opts.steps}"]
-    code = cli(["train", str(opts.recipe), *overrides, *opts.overrides, "--nproc", str(opts.nproc),
-                "--run-dir", str(run_dir)])
+    try:
+        cfg = load_config(opts.recipe, [*overrides, *opts.overrides])
+    except ConfigError as err:
+        raise DemoError(f"the demo recipe does not load: {err}") from None
+    code = start_training(cfg, run_dir, opts.nproc)
     if code != 0:
         raise DemoError(f"training failed with exit code {code} (see the output above and {run_dir})")
     return run_dir
@@ -116,14 +122,10 @@ def train(opts: DemoOptions, shards: tuple[Path, Path]) -> Path:
 
 def last_val_loss(run_dir: Path) -> tuple[int, float] | None:
     """(step, validation loss) of the newest validation record in metrics.jsonl."""
-    path = run_dir / "metrics.jsonl"
-    found = None
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            if record.get("kind") == "val":
-                found = (int(record["step"]), float(record["val_loss"]))
-    return found
+    from mmdit_scale.run.metrics_log import last_of_kind, metrics_path, read_records
+
+    record = last_of_kind(read_records(metrics_path(run_dir))[0], "val")
+    return (int(record["step"]), float(record["val_loss"])) if record is not None else None
 
 
 def sample_and_score(opts: DemoOptions, run_dir: Path) -> dict:
@@ -167,7 +169,7 @@ def summarise(opts: DemoOptions, run_dir: Path, scored: dict, seconds: dict[str,
         "val_step": val[0] if val else None,
         "grid": held["grid"],
         "checkpoint": scored["checkpoint"],
-        "tensorboard": str((run_dir / "tensorboard").resolve()),
+        "tensorboard": str((run_dir / TENSORBOARD_DIR).resolve()),
         "held_out": held,
         "seen": scored["seen"],
         "chance_per_attribute": {k: v for k, v in chance.items() if k != "all"},
@@ -229,8 +231,8 @@ def run_demo(opts: DemoOptions) -> dict:
     lap("sample_and_score")
     seconds["total"] = round(time.monotonic() - start, 1)
     summary = summarise(opts, run_dir, scored, seconds)
-    path = opts.workdir / SUMMARY
-    path.write_text(json.dumps(summary, indent=1) + "\n")
+    path = opts.workdir / SUMMARY_FILE
+    write_atomic(path, json.dumps(summary, indent=1) + "\n")
     print(report(summary, path), flush=True)
     sys.stdout.flush()
     return summary

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from data_pipeline.atomic import temp_name
 from data_pipeline.demo_data import demo_corpus
 from data_pipeline.encoders.config import AutoencoderSpec, EncodersConfig, TextEncoderSpec
 from data_pipeline.layout import TEXT_TOKENS
@@ -105,7 +106,7 @@ def build_demo_encoders(root: Path) -> EncodersConfig:
     final = root / DEMO_DIRNAME
     if not (final / "encoders.yaml").exists():
         root.mkdir(parents=True, exist_ok=True)
-        tmp = root / f".{DEMO_DIRNAME}.tmp-{os.getpid()}"
+        tmp = temp_name(final)
         shutil.rmtree(tmp, ignore_errors=True)
         from data_pipeline.encoders.encoder_set import quiet_hub_progress
 

@@ -1,32 +1,18 @@
 """Parse `data.train` / `data.val` into datasets: shard URLs, per-shard sample counts, manifest.
 
-Accepted forms (one dataset, or a list of them to mix):
-- a local directory holding `manifest.json` and the shards it lists;
-- a brace pattern of local paths, `/data/ds/shard-{000000..000099}.tar`; the manifest is the
-  `manifest.json` beside the first shard;
-- any URL WebDataset's `gopen` opens, e.g. `pipe:aws s3 cp s3://b/ds/shard-{000000..000099}.tar -`
-  or `https://host/ds/shard-{000000..000009}.tar`; the manifest URL is the first shard URL with
-  its shard name replaced by `manifest.json`, unless given;
-- a mapping `{path: ..., weight: 2.0, manifest: ...}` for a weight or an explicit manifest.
-
-Every dataset needs its manifest: it carries the provenance the loader checks and the sample
-count of every shard, which a resume on another layout uses to know when a shard is finished.
+What a value may be, and where each dataset's manifest is, is `data_pipeline.locate`'s rule. Every
+dataset needs its manifest: it carries the provenance the loader checks and the sample count of
+every shard, which a resume on another layout uses to know when a shard is finished.
 """
 from __future__ import annotations
 
-import json
 import os
-import re
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from webdataset.gopen import gopen
-from webdataset.shardlists import expand_urls
-
-from data_pipeline.manifest import MANIFEST_NAME, Manifest, compare_provenance
-
-_SHARD_NAME = re.compile(r"[^/\s'\"]+\.tar\b")
+from data_pipeline.locate import (SHARD_NAME, DatasetEntry, expand_shards, local_path, locate_manifests,
+                                  read_manifest)
+from data_pipeline.manifest import Manifest, compare_provenance
 
 
 @dataclass
@@ -47,89 +33,38 @@ class DatasetSpec:
         return sum(self.samples)
 
 
-def _is_url(path: str) -> bool:
-    return bool(re.match(r"^[a-z][a-z0-9+.-]*:", path)) and not path.startswith("file:")
-
-
-def _local(path: str) -> str:
-    return re.sub(r"^file://?", "/", path) if path.startswith("file:") else path
-
-
-def _load_manifest(url: str) -> Manifest:
-    try:
-        if _is_url(url):
-            with gopen(url) as stream:
-                return Manifest.from_dict(json.loads(stream.read()))
-        return Manifest.load(_local(url))
-    except (OSError, ValueError, KeyError) as err:
-        raise ValueError(f"cannot read the manifest {url!r}: {err}") from err
-
-
-def _dataset(path: str, weight: Any = 1.0, manifest: Optional[str] = None) -> DatasetSpec:
-    try:
-        weight = float(weight)
-    except (TypeError, ValueError):
-        raise ValueError(f"dataset {path!r}: weight {weight!r} is not a number") from None
-    if not weight > 0:
-        raise ValueError(f"dataset {path!r}: weight must be > 0, got {weight}")
-    local_dir = not _is_url(path) and os.path.isdir(_local(path))
-    if local_dir:
-        root = _local(path)
-        man = _load_manifest(manifest or os.path.join(root, MANIFEST_NAME))
-        urls = [os.path.join(root, s.name) for s in man.shards]
-        missing = [s.name for s in man.shards if not os.path.isfile(os.path.join(root, s.name))]
+def _dataset(entry: DatasetEntry, location: str) -> DatasetSpec:
+    path, man = entry.path, read_manifest(location)
+    if entry.directory is not None:
+        urls = [os.path.join(entry.directory, s.name) for s in man.shards]
+        missing = [s.name for s in man.shards if not os.path.isfile(os.path.join(entry.directory, s.name))]
         if missing:
             raise ValueError(f"dataset {path!r}: manifest lists {len(missing)} shard(s) that are "
                              f"missing, first {missing[0]!r}")
         infos = man.shards
     else:
-        if not _is_url(path) and not _SHARD_NAME.search(path):
-            raise ValueError(f"dataset {path!r}: no such directory, and not a shard pattern or URL")
-        urls = expand_urls(path)
-        if manifest is None:
-            first = urls[0]
-            hits = list(_SHARD_NAME.finditer(first))
-            if not hits:
-                raise ValueError(f"dataset {path!r}: no shard name (*.tar) in {first!r} to find the "
-                                 "manifest by; give it as {path: ..., manifest: URL}")
-            last = hits[-1]
-            manifest = first[:last.start()] + MANIFEST_NAME + first[last.end():]
-        man = _load_manifest(manifest)
+        urls = expand_shards(path)
         by_name = {s.name: s for s in man.shards}
         infos = []
         for url in urls:
-            names = [m.group(0) for m in _SHARD_NAME.finditer(url)]
+            names = [m.group(0) for m in SHARD_NAME.finditer(url)]
             info = next((by_name[n] for n in reversed(names) if n in by_name), None)
             if info is None:
-                raise ValueError(f"dataset {path!r}: shard {url!r} is not listed in its manifest {manifest!r}")
+                raise ValueError(f"dataset {path!r}: shard {url!r} is not listed in its manifest {location!r}")
             infos.append(info)
-        if not _is_url(path):
-            missing = [u for u in urls if not os.path.isfile(_local(u))]
+        if entry.local:
+            missing = [u for u in urls if not os.path.isfile(local_path(u))]
             if missing:
                 raise ValueError(f"dataset {path!r}: {len(missing)} shard(s) missing, first {missing[0]!r}")
     if not infos:
         raise ValueError(f"dataset {path!r} has no shards")
     return DatasetSpec(name=path, urls=urls, shard_names=[s.name for s in infos],
-                       samples=[int(s.samples) for s in infos], weight=weight, manifest=man)
+                       samples=[int(s.samples) for s in infos], weight=entry.weight, manifest=man)
 
 
 def parse_datasets(value: Any) -> list[DatasetSpec]:
     """`data.train` (or `data.val`) -> datasets; raises ValueError naming the bad entry."""
-    if value is None or (isinstance(value, (str, Sequence, Mapping)) and len(value) == 0):
-        raise ValueError("no dataset given (data.train / data.val is empty)")
-    entries = [value] if isinstance(value, (str, Mapping)) else list(value)
-    specs = []
-    for entry in entries:
-        if isinstance(entry, str):
-            specs.append(_dataset(entry))
-        elif isinstance(entry, Mapping):
-            unknown = set(entry) - {"path", "weight", "manifest"}
-            if unknown or "path" not in entry:
-                raise ValueError(f"dataset entry {dict(entry)!r}: expected keys path, weight, manifest")
-            specs.append(_dataset(str(entry["path"]), entry.get("weight", 1.0), entry.get("manifest")))
-        else:
-            raise ValueError(f"dataset entry {entry!r} is neither a path/URL nor a mapping")
-    return specs
+    return [_dataset(entry, location) for entry, location in locate_manifests(value)]
 
 
 PROVENANCE_SHAPE_FIELDS = ("resolution", "buckets")

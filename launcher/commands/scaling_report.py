@@ -19,8 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmdit_scale.eval.scaling import SD3_TOKENS, RunDirError, read_run
+    from mmdit_scale.eval.scaling import RunDirError, read_run
     from mmdit_scale.eval.scaling_report import write_scaling_report
+    from mmdit_scale.plan.tokens import SD3_TOKENS
+    from mmdit_scale.run.layout import METRICS_FILE
 
     try:
         runs = [read_run(path) for path in args.runs]
@@ -30,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for run in runs:
         if run.skipped_lines:
-            print(f"note: {run.path}/metrics.jsonl: skipped {run.skipped_lines} unreadable line(s)", file=sys.stderr)
+            print(f"note: {run.path / METRICS_FILE}: skipped {run.skipped_lines} unreadable line(s)", file=sys.stderr)
         if run.tokens_from == SD3_TOKENS:
             print(f"note: {run.path}: no readable manifest at data.train; FLOPs assume SD3's tokens "
                   f"({run.tokens.image} image + {run.tokens.text} text at data.resolution)", file=sys.stderr)

@@ -22,12 +22,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from launcher.slurm.records import JOBS_FILE
     from launcher.slurm.render import SLURM_DIR
-    from launcher.slurm.run_status import METRICS_FILE, run_status, to_text
+    from launcher.slurm.run_status import run_status, to_text
+    from mmdit_scale.run.layout import CONFIG_FILE, METRICS_FILE
 
     run_dir = args.run_dir.absolute()
-    markers = (run_dir / SLURM_DIR / JOBS_FILE, run_dir / "config.yaml", run_dir / METRICS_FILE)
+    markers = (run_dir / SLURM_DIR / JOBS_FILE, run_dir / CONFIG_FILE, run_dir / METRICS_FILE)
     if not any(p.exists() for p in markers):
-        print(f"mmdit-scale status: {run_dir} is not a run dir (no slurm/{JOBS_FILE}, config.yaml or "
+        print(f"mmdit-scale status: {run_dir} is not a run dir (no slurm/{JOBS_FILE}, {CONFIG_FILE} or "
               f"{METRICS_FILE})", file=sys.stderr)
         return 2
     status = run_status(run_dir)

@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from launcher.slurm.quoting import SubmitError, check_option, check_text
     from launcher.slurm.render import SLURM_DIR, TrainJob, render_train
     from mmdit_scale.config import ConfigError, load_config
+    from mmdit_scale.config.recipes import find_recipe
     from mmdit_scale.train.ds_config import grad_accumulation
 
     try:
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             check_option("--after", args.after)
         if args.signal_lead < 0:
             raise SubmitError(f"--signal-lead must be >= 0, got {args.signal_lead}")
-        recipe = Path(check_text("RECIPE", args.recipe)).absolute()
+        recipe = find_recipe(check_text("RECIPE", args.recipe)).absolute()
         cfg = load_config(recipe, args.overrides)
         grad_accumulation(cfg, args.nodes * args.gpus_per_node)
         run_dir = (args.run_dir or Path("runs") / recipe.stem).absolute()

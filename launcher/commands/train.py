@@ -11,7 +11,6 @@ Exit codes: 0 finished, 1 failed, 2 bad config or data, 65 too many non-finite s
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -37,62 +36,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run directory (default: runs/<recipe name>); an existing one resumes")
 
 
-def _fail(message: str) -> int:
-    print(f"mmdit-scale train: {message}", file=sys.stderr)
-    return 2
-
-
-def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += _changed_keys(a, b, f"{prefix}{key}.")
-        elif a != b:
-            keys.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return keys
-
-
 def run(args: argparse.Namespace) -> int:
     # Torch-free imports only: the ranks pay for torch, the launcher does not.
-    from launcher.local_launch import launch, local_layout, slurm_layout
-    from mmdit_scale.config import ConfigError, load_config, save_config, to_dict
-    from mmdit_scale.run import checkpoints
-    from mmdit_scale.run.data_dims import fill_input_dims
-    from mmdit_scale.train.init_from import check_init_source
-    from mmdit_scale.train.ds_config import grad_accumulation
+    from launcher.training import PREFIX, start_training
+    from mmdit_scale.config import ConfigError, load_config
+    from mmdit_scale.run.exit_codes import CONFIG_ERROR
 
     try:
         cfg = load_config(args.recipe, args.overrides)
-        layout = slurm_layout(dict(os.environ), args.nproc) or local_layout(dict(os.environ), args.nproc)
-        grad_accumulation(cfg, layout.world_size)
-    except (ConfigError, ValueError) as err:
-        return _fail(str(err))
-    if not cfg.data.train:
-        return _fail("data.train is empty: set it to a directory of shards written by `mmdit-scale prepare` "
-                     "(e.g. data.train=shards/train)")
-    try:
-        cfg, filled = fill_input_dims(cfg)
-    except ValueError as err:
-        return _fail(str(err))
-    if filled:
-        print(f"mmdit-scale train: {filled}", flush=True)
-    run_dir = (args.run_dir or Path("runs") / Path(args.recipe).stem).resolve()
-    config_path = run_dir / checkpoints.CONFIG_FILE
-    try:
-        latest = checkpoints.read_latest(checkpoints.checkpoints_root(cfg, run_dir))
-        if latest is None:  # a resumed run has its own weights and ignores init_from
-            check_init_source(cfg)
-    except ValueError as err:
-        return _fail(str(err))
-    if layout.writes_config:
-        if latest is not None and config_path.is_file():
-            changed = _changed_keys(to_dict(load_config(config_path)), to_dict(cfg))
-            if changed:
-                print("mmdit-scale train: config differs from the run's previous one:\n  " + "\n  ".join(changed),
-                      file=sys.stderr)
-        save_config(cfg, config_path)
-    where = f"resuming from {latest.name}" if latest is not None else "starting fresh"
-    print(f"mmdit-scale train: {run_dir} ({where}), {layout.world_size} rank(s), "
-          f"ZeRO-{cfg.parallel.zero_stage} {cfg.parallel.precision}", flush=True)
-    return launch(layout, run_dir)
+    except ConfigError as err:
+        print(f"{PREFIX}: {err}", file=sys.stderr)
+        return CONFIG_ERROR
+    return start_training(cfg, args.run_dir or Path("runs") / Path(args.recipe).stem, args.nproc)

@@ -38,15 +38,20 @@ def check_plan(cfg, world_size: int) -> str:
 
 def check_data(cfg, job: TrainJob, strict: bool) -> list[str]:
     """Shards and init_from must exist when the job starts: now, unless it waits for another job."""
+    from mmdit_scale.config import ConfigError
+    from mmdit_scale.config.validate import require_train_data
+
     notes = []
-    if not cfg.data.train:
+    try:
+        require_train_data(cfg)
+    except ConfigError as err:
         if strict:
-            raise SubmitError("data.train is empty: set it to a directory of shards written by `mmdit-scale "
-                              "prepare` (data.train=shards/train)")
-        notes.append("note: data.train is empty; a real submission needs it")
+            raise SubmitError(str(err)) from None
+        notes.append(f"note: {err}; a real submission needs it")
     for key, value in (("data.train", cfg.data.train), ("data.val", cfg.data.val)):
-        if value and not (job.env.workdir / value).exists():
-            message = f"{key}={value} does not exist (yet)"
+        missing = _missing_manifest(value) if value else None
+        if missing:
+            message = f"{key}={value} does not exist (yet): {missing}"
             if strict and not job.after:
                 raise SubmitError(message)
             notes.append(f"note: {message}")
@@ -63,9 +68,22 @@ def check_data(cfg, job: TrainJob, strict: bool) -> list[str]:
     return notes
 
 
+def _missing_manifest(value) -> str | None:
+    """Why the data value's manifests cannot be found here (the loader's rule), or None. Remote
+    manifests are read when the job starts, not now: the login node may not reach the store."""
+    from data_pipeline.locate import is_url, local_path, locate_manifests
+
+    try:
+        found = locate_manifests(value)
+    except ValueError as err:
+        return str(err)
+    absent = [location for _, location in found if not is_url(location) and not Path(local_path(location)).is_file()]
+    return f"no manifest {absent[0]}" if absent else None
+
+
 def check_run_dir(cfg, run_dir: Path) -> list[str]:
     """Two jobs must never write one run dir: refuse while one of its jobs is queued or running."""
-    from mmdit_scale.run import checkpoints
+    from mmdit_scale.run import checkpoints, layout
 
     notes = []
     for sub in records.read_submissions(run_dir):
@@ -74,7 +92,7 @@ def check_run_dir(cfg, run_dir: Path) -> list[str]:
             raise SubmitError(f"job {sub.job_id} of {run_dir} is {info.state}: scancel it or wait for it "
                               "before submitting this run dir again")
     try:
-        latest = checkpoints.read_latest(checkpoints.checkpoints_root(cfg, run_dir))
+        latest = checkpoints.read_latest(layout.checkpoints_root(cfg, run_dir))
     except ValueError as err:
         raise SubmitError(str(err)) from None
     if latest is not None:

@@ -6,16 +6,12 @@ job's own events.tsv. Progress comes from the trainer's files: the last record o
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from launcher.slurm import records, sbatch
-
-METRICS_FILE = "metrics.jsonl"
-"""mmdit_scale.train.metrics.METRICS_FILE, named here because that module imports torch."""
 
 
 @dataclass(frozen=True)
@@ -76,42 +72,23 @@ def job_status(job_id: int, events: list[records.Event], ask_slurm: bool = True)
                      info.nodes or nodes, last_exit, info.source)
 
 
-def _last_records(metrics: Path) -> tuple[dict | None, dict | None, dict | None]:
-    """(last train record, last train record with a loss, last val record)."""
-    train = with_loss = val = None
-    if not metrics.is_file():
-        return None, None, None
-    for line in metrics.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a kill
-        if record.get("kind") == "train":
-            train = record
-            if record.get("loss") is not None:
-                with_loss = record
-        elif record.get("kind") == "val":
-            val = record
-    return train, with_loss, val
-
-
 def _checkpoint(run_dir: Path, status: RunStatus) -> None:
     from mmdit_scale.config import ConfigError, load_config
-    from mmdit_scale.run import checkpoints
+    from mmdit_scale.run import checkpoints, layout
 
-    config = run_dir / checkpoints.CONFIG_FILE
+    config = run_dir / layout.CONFIG_FILE
     if not config.is_file():
         return
     try:
         cfg = load_config(config)
-        latest = checkpoints.read_latest(checkpoints.checkpoints_root(cfg, run_dir))
+        latest = checkpoints.read_latest(layout.checkpoints_root(cfg, run_dir))
     except (ConfigError, ValueError, OSError):
         return
     status.total_steps = cfg.train.steps
     if latest is not None:
         status.checkpoint = latest.name
-        status.checkpoint_step = checkpoints.step_of(latest.name)
-        status.checkpoint_time = (latest / checkpoints.STATE_FILE).stat().st_mtime
+        status.checkpoint_step = layout.step_of(latest.name)
+        status.checkpoint_time = (latest / layout.STATE_FILE).stat().st_mtime
 
 
 def run_status(run_dir: Path, ask_slurm: bool = True) -> RunStatus:
@@ -121,7 +98,11 @@ def run_status(run_dir: Path, ask_slurm: bool = True) -> RunStatus:
     ids += [e.job_id for e in events if e.job_id not in ids]
     status.jobs = [job_status(job_id, events, ask_slurm) for job_id in dict.fromkeys(ids)]
     _checkpoint(run_dir, status)
-    train, with_loss, val = _last_records(run_dir / METRICS_FILE)
+    from mmdit_scale.run.metrics_log import last_of_kind, metrics_path, read_records
+
+    logged, _ = read_records(metrics_path(run_dir))
+    train, with_loss, val = (last_of_kind(logged, "train"), last_of_kind(logged, "train", "loss"),
+                             last_of_kind(logged, "val"))
     if train is not None:
         status.step = train["step"]
         status.samples_per_s, status.tokens_per_s, status.mfu = (

@@ -1,12 +1,12 @@
 """Typed run configuration: the schema, and the one loader that turns recipes into it.
 
     cfg = load_config("recipes/tiny.yaml", ["optim.lr=3e-4"])   # -> RunConfig
-    save_config(cfg, run_dir / "config.yaml")                  # loads back equal
+    to_yaml(cfg)                                               # loads back equal
 
 Nothing outside this package sees OmegaConf, and importing it does not import torch.
 """
 from mmdit_scale.config.errors import ConfigError
-from mmdit_scale.config.load import load_config, save_config, to_dict, to_yaml
+from mmdit_scale.config.load import load_config, to_dict, to_yaml
 from mmdit_scale.config.schema import (
     CheckpointConfig,
     DataConfig,
@@ -33,7 +33,6 @@ __all__ = [
     "RunConfig",
     "TrainConfig",
     "load_config",
-    "save_config",
     "to_dict",
     "to_yaml",
 ]

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mmdit_scale.config.errors import ConfigError
+from mmdit_scale.config.recipes import find_recipe
 from mmdit_scale.config.schema import RunConfig
 from mmdit_scale.config.validate import SourceOf, build
 
@@ -28,9 +29,10 @@ def load_config(recipe: str | os.PathLike, overrides: Iterable[str] = ()) -> Run
     """Resolve `recipe` (following its `base:` chain) and `key=value` overrides into a RunConfig.
 
     Raises ConfigError, naming key and source, for anything that does not fit the schema.
-    A YAML written by `save_config` loads back to an equal object.
+    A YAML written from `to_yaml` (the run dir's `mmdit_scale.run.layout.write_config`) loads back
+    to an equal object.
     """
-    layers = _recipe_layers(Path(recipe), ())
+    layers = _recipe_layers(find_recipe(recipe), ())
     layers += [_override_layer(item) for item in overrides]
     merged: dict = {}
     sources: dict[str, str] = {}
@@ -47,15 +49,6 @@ def to_dict(cfg: RunConfig) -> dict[str, Any]:
 
 def to_yaml(cfg: RunConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg)))
-
-
-def save_config(cfg: RunConfig, path: str | os.PathLike) -> None:
-    """Write the resolved config; atomic, because a preempted job may die mid-write."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(to_yaml(cfg))
-    os.replace(tmp, path)
 
 
 def _recipe_layers(path: Path, chain: tuple[Path, ...]) -> list[Layer]:

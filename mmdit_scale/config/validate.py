@@ -123,3 +123,15 @@ def _describe(hint: Any) -> str:
 def _bad(dotted: str, expected: str, value: Any, source_of: SourceOf) -> ConfigError:
     got = "null" if value is None else f"{type(value).__name__} {value!r}"
     return ConfigError(f"bad value for {dotted!r} in {source_of(dotted)}: expected {expected}, got {got}")
+
+
+EMPTY_TRAIN_DATA = ("data.train is empty: set it to the shards written by `mmdit-scale prepare` "
+                    "(e.g. data.train=shards/train)")
+
+
+def require_train_data(cfg: Any) -> None:
+    """The one check that a run config names its training data; `plan` and `config` do without.
+
+    Called by whatever needs the data before a rank or job starts (`train`, `submit`, the loader)."""
+    if not cfg.data.train:
+        raise ConfigError(EMPTY_TRAIN_DATA)

@@ -22,7 +22,8 @@ from data_pipeline.encoders.encoder_set import EncoderSet
 from data_pipeline.encoders.files import tokenizer_sha256, weights_sha256
 from data_pipeline.format import assemble_text, text_key
 from data_pipeline.layout import CLIP_ENCODERS
-from data_pipeline.manifest import AUTOENCODER, EncoderInfo, Manifest, Provenance
+from data_pipeline.locate import first_manifest
+from data_pipeline.manifest import AUTOENCODER, EncoderInfo, Provenance
 from mmdit_scale.flow import euler_sample, get_formulation
 from mmdit_scale.run import checkpoints
 
@@ -112,11 +113,12 @@ class RunSampler:
     def __init__(self, path: str | os.PathLike, ema: bool = False, device: str = "cpu"):
         self.checkpoint = checkpoints.resolve(path)
         self.config = checkpoints.load_run_config(self.checkpoint)
-        data = Path(self.config.data.train)
-        if not (data / "manifest.json").is_file():
-            raise SamplingError(f"the run's training data {data} (data.train) has no manifest.json: sampling needs "
-                                "its provenance to find the run's encoders")
-        self.provenance = Manifest.load(data).provenance
+        try:
+            _, manifest = first_manifest(self.config.data.train)
+        except ValueError as err:
+            raise SamplingError(f"the run's training data (data.train={self.config.data.train!r}): {err}; sampling "
+                                "needs its manifest's provenance to find the run's encoders") from None
+        self.provenance = manifest.provenance
         self.device = torch.device(device)
         self.model = checkpoints.build_model(self.checkpoint, ema=ema, device=device)
         self.encoders = EncoderSet.load(encoders_from_provenance(self.provenance), self.device)

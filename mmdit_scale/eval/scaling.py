@@ -19,7 +19,6 @@ steps across runs, L(N) = a N^(-b) + c.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,9 @@ from typing import Optional, Sequence
 import numpy as np
 
 from mmdit_scale.config import RunConfig
-from mmdit_scale.plan.tokens import Tokens, square_tokens
+from mmdit_scale.run.layout import CONFIG_FILE, METRICS_FILE
+from mmdit_scale.run.metrics_log import metrics_path, read_records
+from mmdit_scale.plan.tokens import Tokens, square_tokens, token_layout
 
 EVAL_PREFIX = "eval/"
 MIN_SATURATING_POINTS = 4
@@ -74,15 +75,16 @@ def read_run(path: str | Path, name: Optional[str] = None) -> Run:
     from mmdit_scale.plan.params import count_parameters
 
     path = Path(path)
-    config, metrics = path / "config.yaml", path / "metrics.jsonl"
+    config, metrics = path / CONFIG_FILE, metrics_path(path)
     for needed in (config, metrics):
         if not needed.is_file():
-            raise RunDirError(f"{needed} not found: a run directory holds config.yaml and metrics.jsonl")
+            raise RunDirError(f"{needed} not found: a run directory holds {CONFIG_FILE} and {METRICS_FILE}")
     try:
         cfg = load_config(config)
     except ConfigError as err:
         raise RunDirError(f"{config}: {err}") from None
-    tokens, tokens_from = sample_tokens(cfg)
+    layout = token_layout(cfg)
+    tokens = square_tokens(cfg, layout)
     per_sample = training_flops(cfg.model, tokens).training
     rows, skipped = _read_metrics(metrics)
     points = []
@@ -96,48 +98,15 @@ def read_run(path: str | Path, name: Optional[str] = None) -> Run:
         points.append(ValPoint(step=step, samples=samples, flops=flops, val_loss=float(row["val_loss"]), evals=evals))
     return Run(name=name or path.name, path=path, depth=cfg.model.depth, hidden_size=cfg.model.hidden_size,
                params=count_parameters(cfg.model).total, flops_per_sample=per_sample, points=points,
-               skipped_lines=skipped, tokens=tokens, tokens_from=tokens_from)
-
-
-SD3_TOKENS = "SD3 default"
-"""`Run.tokens_from` when no manifest was read: SD3's 8x autoencoder and 154 text tokens."""
-
-
-def sample_tokens(cfg: RunConfig) -> tuple[Tokens, str]:
-    """Tokens of a data.resolution square sample, and where their layout came from.
-
-    The trainer checks data.train's manifest against the model, so its autoencoder factor and text
-    encoders are what the run consumed. Plan's `square_tokens` assumes SD3's (8x autoencoder, CLIP +
-    T5 text): the fallback when the shards are not at hand.
-    """
-    if cfg.data.train:
-        from data_pipeline.manifest import Manifest
-        from mmdit_scale.run.data_dims import manifest_path
-
-        try:
-            path = manifest_path(cfg.data.train)  # found as the trainer finds it (directory or pattern)
-            provenance = Manifest.load(path).provenance
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-        else:
-            side = cfg.data.resolution // (provenance.latent.factor * cfg.model.patch_size)
-            return Tokens(image=side * side, text=provenance.text_layout().seq_len), path
-    return square_tokens(cfg), SD3_TOKENS
+               skipped_lines=skipped, tokens=tokens, tokens_from=layout.source)
 
 
 def _read_metrics(path: Path) -> tuple[dict[int, dict], int]:
-    """Metric lines merged per step (later keys win), and the count of unreadable lines."""
+    """Metric records merged per step (later keys win), and the count of unreadable lines."""
+    records, skipped = read_records(path)
     rows: dict[int, dict] = {}
-    skipped = 0
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            skipped += 1
-            continue
-        if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+    for row in records:
+        if not isinstance(row.get("step"), int):
             skipped += 1
             continue
         rows.setdefault(row["step"], {}).update(row)

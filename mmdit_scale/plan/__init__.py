@@ -10,7 +10,7 @@ from mmdit_scale.plan.flops import Flops, headline_flops, training_flops
 from mmdit_scale.plan.memory import Memory, activation_bytes, memory_per_gpu, model_states
 from mmdit_scale.plan.params import ParamCount, count_parameters
 from mmdit_scale.plan.report import Hardware, Plan, make_plan, to_json
-from mmdit_scale.plan.tokens import Tokens, largest_tokens, square_tokens
+from mmdit_scale.plan.tokens import TokenLayout, Tokens, largest_tokens, sample_tokens, square_tokens, token_layout
 
 __all__ = [
     "Flops",
@@ -18,6 +18,7 @@ __all__ = [
     "Memory",
     "ParamCount",
     "Plan",
+    "TokenLayout",
     "Tokens",
     "activation_bytes",
     "count_parameters",
@@ -26,7 +27,9 @@ __all__ = [
     "make_plan",
     "memory_per_gpu",
     "model_states",
+    "sample_tokens",
     "square_tokens",
     "to_json",
+    "token_layout",
     "training_flops",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mmdit_scale.config import RunConfig
-from mmdit_scale.plan.tokens import AUTOENCODER_FACTOR
+from mmdit_scale.plan.tokens import TokenLayout
 
 CONTAINER_BYTES = 3 * 1024
 """Per-sample framing: two tar headers and their padding, the safetensors header, the JSON metadata."""
@@ -28,21 +28,22 @@ class SampleBytes:
         return self.latent + self.text + CONTAINER_BYTES
 
 
-def sample_bytes(cfg: RunConfig, storage_dtype: str = "bf16") -> SampleBytes:
+def sample_bytes(cfg: RunConfig, layout: TokenLayout, storage_dtype: str = "bf16") -> SampleBytes:
     """Bytes of one stored sample at data.resolution (aspect buckets have about the same area).
 
     The text widths follow SD3's encoders: T5's hidden width is model.context_dim and each CLIP's
-    hidden width equals its pooled width (768 + 1280 = model.pooled_dim).
+    hidden width equals its pooled width (768 + 1280 = model.pooled_dim); the CLIP and T5 halves of
+    the context are equally long (`layout.text` / 2 each).
     """
     import torch
 
     from data_pipeline.format import TENSOR_DTYPES
-    from data_pipeline.layout import CAPTION_VARIANTS, TEXT_TOKENS
+    from data_pipeline.layout import CAPTION_VARIANTS
 
     element = torch.empty((), dtype=TENSOR_DTYPES[storage_dtype]).element_size()
     m = cfg.model
-    side = cfg.data.resolution // AUTOENCODER_FACTOR
+    side = cfg.data.resolution // layout.autoencoder_factor
     variants = len(CAPTION_VARIANTS) if 0.0 < cfg.data.caption_mix < 1.0 else 1
-    per_variant = TEXT_TOKENS * (m.context_dim + m.pooled_dim) + m.pooled_dim
+    per_variant = layout.text // 2 * (m.context_dim + m.pooled_dim) + m.pooled_dim
     return SampleBytes(latent=m.in_channels * side * side * element,
                        text=variants * per_variant * element, variants=variants)

@@ -52,7 +52,8 @@ def to_text(plan: Plan, title: str) -> str:
         f"parameters   {plan.params.total:,} ({_count(plan.params.total)})",
         f"tokens       {plan.tokens.image} image + {plan.tokens.text} text = {plan.tokens.total} per sample "
         f"at {cfg.data.resolution} px" + (f" (largest bucket: {plan.largest.image} image)"
-                                          if plan.largest.image != plan.tokens.image else ""),
+                                          if plan.largest.image != plan.tokens.image else "")
+        + f"; {plan.layout.autoencoder_factor}x autoencoder, layout from {plan.layout.source}",
         f"FLOPs        {_si(plan.flops.training, 'FLOP')} per training sample "
         f"(forward {_si(plan.flops.forward, 'FLOP')}, attention {100 * plan.flops.attention_fraction:.1f}%; "
         f"72LD^2S + 12LDS^2 = {_si(plan.flops.headline, 'FLOP')})",
@@ -107,7 +108,7 @@ def ladder_markdown(plans: Sequence[Plan]) -> str:
     ]
     for plan in plans:
         m = plan.cfg.model
-        flops = " | ".join(f"{training_flops(m, square_tokens(plan.cfg, r)).training / 1e12:.2f}"
+        flops = " | ".join(f"{training_flops(m, square_tokens(plan.cfg, plan.layout, r)).training / 1e12:.2f}"
                            for r in LADDER_RESOLUTIONS)
         memory = " | ".join(f"{plan.memory[s].total / GIB:.1f}{'' if plan.fits_by_stage[s] else ' (no)'}"
                             for s in (2, 3))

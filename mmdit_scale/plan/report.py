@@ -16,11 +16,9 @@ from mmdit_scale.plan.flops import Flops, training_flops
 from mmdit_scale.plan.memory import GIB, USABLE_FRACTION, ZERO_STAGES, Memory, activation_bytes, fits, memory_per_gpu
 from mmdit_scale.plan.params import ParamCount, count_parameters
 from mmdit_scale.plan.suggest import Suggestion, suggestions
-from mmdit_scale.plan.tokens import Tokens, largest_tokens, square_tokens
+from mmdit_scale.plan.peaks import PEAK_TFLOPS, PLAN_GPU
+from mmdit_scale.plan.tokens import TokenLayout, Tokens, largest_tokens, square_tokens, token_layout
 from mmdit_scale.run.data_dims import fill_input_dims
-
-PEAK_TFLOPS = {"bf16": 989.4, "fp32": 494.7}
-"""Dense peak of an H100 SXM: bf16 tensor cores, and TF32 tensor cores for fp32 runs."""
 
 DEFAULT_MFU = 0.4
 
@@ -32,7 +30,7 @@ class Hardware:
     mfu: float = DEFAULT_MFU
     """Model FLOPs utilisation: training FLOPs (recomputation not counted) / (GPUs x peak)."""
     peak_tflops: Optional[float] = None
-    """Per-GPU peak; None: PEAK_TFLOPS of the recipe's precision."""
+    """Per-GPU peak; None: the PLAN_GPU's peak at the recipe's precision."""
 
     def __post_init__(self) -> None:
         if self.gpus < 1:
@@ -50,6 +48,8 @@ class Plan:
     cfg: RunConfig
     hardware: Hardware
     params: ParamCount
+    layout: TokenLayout
+    """The data's autoencoder factor and text length (from data.train's manifest, else SD3's)."""
     tokens: Tokens
     """Tokens of a data.resolution square image: what FLOPs and time are quoted for."""
     largest: Tokens
@@ -77,7 +77,7 @@ class Plan:
 
     @property
     def peak_tflops(self) -> float:
-        return self.hardware.peak_tflops or PEAK_TFLOPS[self.cfg.parallel.precision]
+        return self.hardware.peak_tflops or PEAK_TFLOPS[PLAN_GPU][self.cfg.parallel.precision]
 
     @property
     def total_days(self) -> float:
@@ -100,7 +100,8 @@ class Plan:
 def make_plan(cfg: RunConfig, hardware: Hardware, params: Optional[ParamCount] = None) -> Plan:
     cfg, filled = fill_input_dims(cfg, sd3_fallback=True)
     params = params or count_parameters(cfg.model)
-    tokens, largest = square_tokens(cfg), largest_tokens(cfg)
+    layout = token_layout(cfg)
+    tokens, largest = square_tokens(cfg, layout), largest_tokens(cfg, layout)
     flops = training_flops(cfg.model, tokens)
     precision, micro = cfg.parallel.precision, cfg.train.micro_batch
 
@@ -115,14 +116,14 @@ def make_plan(cfg: RunConfig, hardware: Hardware, params: Optional[ParamCount] =
     activations = {flag: activation_bytes(cfg.model, largest, micro, precision, flag) for flag in (False, True)}
     grad_accum = max(1, math.ceil(cfg.train.global_batch / (micro * hardware.gpus)))
     samples_per_step = grad_accum * micro * hardware.gpus
-    peak = hardware.peak_tflops or PEAK_TFLOPS[precision]
+    peak = hardware.peak_tflops or PEAK_TFLOPS[PLAN_GPU][precision]
     step_seconds = samples_per_step * flops.training / (hardware.gpus * peak * 1e12 * hardware.mfu)
     advice = [] if fits(memory[cfg.parallel.zero_stage], hardware.gpu_memory_gib) else suggestions(
         memory_at, lambda m: fits(m, hardware.gpu_memory_gib), cfg.parallel.zero_stage, micro, ckpt, hardware.gpus,
         cfg.train.global_batch)
-    return Plan(cfg=cfg, hardware=hardware, params=params, tokens=tokens, largest=largest, flops=flops,
+    return Plan(cfg=cfg, hardware=hardware, params=params, layout=layout, tokens=tokens, largest=largest, flops=flops,
                 memory=memory, activations=activations, grad_accum=grad_accum, samples_per_step=samples_per_step,
-                step_seconds=step_seconds, data=sample_bytes(cfg), suggestions=advice,
+                step_seconds=step_seconds, data=sample_bytes(cfg, layout), suggestions=advice,
                 input_dims_from=filled or "set in the recipe")
 
 
@@ -139,7 +140,8 @@ def to_json(plan: Plan) -> dict[str, Any]:
         "input_dims": {"in_channels": cfg.model.in_channels, "context_dim": cfg.model.context_dim,
                        "pooled_dim": cfg.model.pooled_dim, "from": plan.input_dims_from},
         "params": plan.params.total,
-        "tokens": {"image": plan.tokens.image, "text": plan.tokens.text, "largest_image": plan.largest.image},
+        "tokens": {"image": plan.tokens.image, "text": plan.tokens.text, "largest_image": plan.largest.image,
+                   "autoencoder_factor": plan.layout.autoencoder_factor, "from": plan.layout.source},
         "flops_per_sample": plan.flops.training,
         "flops_per_sample_forward": plan.flops.forward,
         "flops_per_sample_headline": plan.flops.headline,

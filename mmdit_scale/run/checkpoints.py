@@ -1,4 +1,4 @@
-"""Checkpoint layout on disk, `latest`, pruning, and reading weights back (no deepspeed here).
+"""Checkpoints on disk: `latest`, listing, pruning, and reading weights back (no deepspeed here).
 
     RUN_DIR/checkpoints/
       latest                       one line: the newest complete checkpoint's name
@@ -19,61 +19,19 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from data_pipeline.atomic import write_atomic
 from mmdit_scale.config import RunConfig, load_config
+from mmdit_scale.run.layout import (CHECKPOINTS, CONFIG_FILE, EMA_FILE, LATEST, MODEL_FILE, STATE_FILE, TMP_PREFIX,
+                                    checkpoints_root, step_of)
 
 if TYPE_CHECKING:
     import torch
 
     from mmdit_scale.model import MMDiT
-
-CHECKPOINTS = "checkpoints"
-LATEST = "latest"
-DS_TAG = "deepspeed"
-UNIVERSAL_TAG = "universal"
-MODEL_FILE = "model.safetensors"
-EMA_FILE = "ema.safetensors"
-CONFIG_FILE = "config.yaml"
-STATE_FILE = "trainer_state.json"
-TMP_PREFIX = ".tmp-"
-_NAME = re.compile(r"^step_(\d{7,})$")
-
-
-def checkpoint_name(step: int) -> str:
-    return f"step_{step:07d}"
-
-
-def step_of(name: str) -> int | None:
-    match = _NAME.match(name)
-    return int(match.group(1)) if match else None
-
-
-def checkpoints_root(cfg: RunConfig, run_dir: Path) -> Path:
-    """checkpoint.dir when set (relative paths are inside the run dir), else RUN_DIR/checkpoints."""
-    return run_dir / (cfg.checkpoint.dir or CHECKPOINTS)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_file_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name, fsync, rename over `path`, fsync the directory."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def read_latest(root: Path) -> Path | None:
@@ -91,7 +49,7 @@ def read_latest(root: Path) -> Path | None:
 
 
 def write_latest(root: Path, name: str) -> None:
-    write_file_atomic(root / LATEST, (name + "\n").encode())
+    write_atomic(root / LATEST, name + "\n")
 
 
 def list_checkpoints(root: Path) -> list[Path]:

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 
+from data_pipeline.atomic import write_atomic
 from mmdit_scale.run.exit_codes import FAILED
 
 _PR_SET_PDEATHSIG = 1
@@ -38,10 +39,7 @@ def report_exit(rank: int, code: int) -> int:
     status_dir = os.environ.get(STATUS_DIR_ENV)
     if not status_dir:
         return code
-    path = os.path.join(status_dir, f"rank_{rank}")
-    with open(path + ".tmp", "w") as f:
-        f.write(f"{code}\n")
-    os.replace(path + ".tmp", path)
+    write_atomic(os.path.join(status_dir, f"rank_{rank}"), f"{code}\n")
     return FAILED if code == FAILED else 0
 
 
@@ -49,7 +47,7 @@ def read_exit_codes(status_dir: str) -> dict[int, int]:
     """rank -> exit code left by the ranks of this node."""
     codes = {}
     for name in os.listdir(status_dir):
-        if name.startswith("rank_") and not name.endswith(".tmp"):
+        if name.startswith("rank_"):  # not `.rank_N.tmp-PID`, a report being written
             with open(os.path.join(status_dir, name)) as f:
                 codes[int(name[5:])] = int(f.read().strip())
     return codes

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from data_pipeline.loader import LoaderConfig, ShardLoader
 from mmdit_scale.config.schema import RunConfig
+from mmdit_scale.config.validate import require_train_data
 
 
 def _loader_config(cfg: RunConfig, validation: bool) -> LoaderConfig:
@@ -17,8 +18,7 @@ def _loader_config(cfg: RunConfig, validation: bool) -> LoaderConfig:
 
 
 def train_loader(cfg: RunConfig, rank: int, world_size: int) -> ShardLoader:
-    if not cfg.data.train:
-        raise ValueError("data.train is empty: set it to a directory of shards written by `mmdit-scale prepare`")
+    require_train_data(cfg)
     return ShardLoader(cfg.data.train, _loader_config(cfg, False), rank=rank, world_size=world_size, model=cfg.model)
 
 

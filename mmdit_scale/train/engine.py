@@ -14,12 +14,12 @@ import deepspeed
 import torch
 from deepspeed.utils import safe_get_full_fp32_param
 
+from data_pipeline.atomic import write_atomic
 from mmdit_scale.config.schema import RunConfig
 from mmdit_scale.model import MMDiT
+from mmdit_scale.run.layout import DS_CONFIG_FILE
 from mmdit_scale.train.ds_config import build_ds_config
 from mmdit_scale.train.schedule import make_scheduler
-
-DS_CONFIG_FILE = "deepspeed_config.json"
 
 
 def build_engine(cfg: RunConfig, world_size: int, run_dir: Path | None = None,
@@ -31,9 +31,7 @@ def build_engine(cfg: RunConfig, world_size: int, run_dir: Path | None = None,
     """
     ds_config = build_ds_config(cfg, world_size, load_universal)
     if run_dir is not None and torch.distributed.get_rank() == 0:
-        tmp = run_dir / (DS_CONFIG_FILE + ".tmp")
-        tmp.write_text(json.dumps(ds_config, indent=2) + "\n")
-        tmp.replace(run_dir / DS_CONFIG_FILE)
+        write_atomic(run_dir / DS_CONFIG_FILE, json.dumps(ds_config, indent=2) + "\n")
     # Same seed on every rank: identical initial weights whatever the stage and world size.
     torch.manual_seed(cfg.train.seed)
     model = MMDiT(cfg.model)

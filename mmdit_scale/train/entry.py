@@ -41,7 +41,7 @@ def _train(run_dir: Path) -> int:
     import torch.distributed as dist
 
     from mmdit_scale.config import ConfigError, load_config
-    from mmdit_scale.run.checkpoints import CONFIG_FILE
+    from mmdit_scale.run.layout import CONFIG_FILE
     from mmdit_scale.train.loop import NonFiniteError, SetupError, Trainer
 
     deepspeed.utils.logger.setLevel(logging.WARNING)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from mmdit_scale.run import checkpoints
+from mmdit_scale.run import checkpoints, layout
 
 if TYPE_CHECKING:
     import torch
@@ -35,7 +35,7 @@ DIFFUSERS_CONFIG = "config.json"
 PIPELINE_SUBFOLDER = "transformer"
 CHECKPOINT, DIFFUSERS = "checkpoint", "diffusers"
 ACCEPTED = (f"a run dir or checkpoints dir with a `latest` checkpoint; a checkpoint dir (step_N/ with "
-            f"{checkpoints.STATE_FILE}); or a diffusers {SD3_CLASS} dir ({DIFFUSERS_CONFIG} with "
+            f"{layout.STATE_FILE}); or a diffusers {SD3_CLASS} dir ({DIFFUSERS_CONFIG} with "
             f"_class_name {SD3_CLASS}, or a pipeline root with {PIPELINE_SUBFOLDER}/)")
 _QK_NORM_SUFFIXES = (".q_norm.weight", ".k_norm.weight")
 

@@ -15,14 +15,15 @@ import torch
 import torch.distributed as dist
 
 from mmdit_scale.config import RunConfig
-from mmdit_scale.run import checkpoints, exit_codes
+from mmdit_scale.plan.peaks import peak_flops
+from mmdit_scale.plan.tokens import TokenLayout
+from mmdit_scale.run import checkpoints, exit_codes, layout
 from mmdit_scale.train import save_restore
 from mmdit_scale.train.save_restore import TrainerState
 from mmdit_scale.train.data import train_loader, val_loader
 from mmdit_scale.train.ds_config import grad_accumulation
 from mmdit_scale.train.ema import ShardedEMA
 from mmdit_scale.train.engine import build_engine, compute_dtype, full_fp32_params, param_shapes
-from mmdit_scale.train.flops import peak_flops
 from mmdit_scale.train.init_from import load_initial_weights
 from mmdit_scale.train.metrics import Metrics
 from mmdit_scale.train.preemption import Preemption
@@ -44,7 +45,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: Path, device: torch.device, device_name: str):
         self.cfg, self.run_dir, self.device = cfg, run_dir, device
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        self.root = checkpoints.checkpoints_root(cfg, run_dir)
+        self.root = layout.checkpoints_root(cfg, run_dir)
         self.preemption = Preemption(device)  # from here on a signal is a request, not a death
         try:
             self.grad_accum = grad_accumulation(cfg, self.world)
@@ -57,13 +58,13 @@ class Trainer:
                                    load_universal=self._needs_universal())
         self.ema = ShardedEMA(cfg.train.ema_decay, cfg.train.ema_every, self.rank, self.world,
                               param_shapes(self.engine))
-        factor = self.loader.manifest.provenance.latent.factor
-        self.step_fn = TrainStep(self.engine, cfg, factor, device, self.rank, self.grad_accum)
+        tokens = TokenLayout.of(self.loader.manifest.provenance, source="data.train")
+        self.step_fn = TrainStep(self.engine, cfg, tokens, device, self.rank, self.grad_accum)
         self.validator = None if validation is None or not cfg.eval.every else Validator(
             validation, cfg.flow.formulation, cfg.eval.val_batches, cfg.eval.timesteps, cfg.eval.seed,
             compute_dtype(cfg), device)
         self.grids = None if not cfg.logging.sample_every else self._grid_sampler(validation)
-        self.peak = peak_flops(device_name, cfg.logging.peak_tflops)
+        self.peak = peak_flops(device_name, cfg.parallel.precision, cfg.logging.peak_tflops)
 
     def _grid_sampler(self, validation) -> GridSampler:
         return GridSampler(validation, self.loader.manifest.provenance, self.step_fn.formulation,

@@ -5,7 +5,7 @@ log interval turns them into global numbers (no host sync per step). Logged ever
 `logging.every` steps:
 - loss (mean over the interval's applied steps and all ranks) and loss per t bin;
 - learning rate and the global gradient norm (of the last step of the interval);
-- samples/s, tokens/s (image + text tokens) and MFU (`flops.py`), from rank 0's wall clock;
+- samples/s, tokens/s (image + text tokens) and MFU (`plan.peaks`, `plan.flops`), from rank 0's wall clock;
 - peak memory of the busiest rank (accelerator memory, or resident memory on CPU);
 - skipped steps so far (non-finite guard).
 """
@@ -22,11 +22,10 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from mmdit_scale.train.flops import mfu
+from mmdit_scale.plan.peaks import mfu
+from mmdit_scale.run.layout import METRICS_FILE, TENSORBOARD_DIR
 from mmdit_scale.train.step import T_BINS, StepResult
 
-METRICS_FILE = "metrics.jsonl"
-TENSORBOARD_DIR = "tensorboard"
 BIN_NAMES = tuple(f"{i / T_BINS:.1f}-{(i + 1) / T_BINS:.1f}" for i in range(T_BINS))
 
 

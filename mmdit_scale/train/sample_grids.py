@@ -24,10 +24,9 @@ from data_pipeline.manifest import AUTOENCODER, Provenance
 from mmdit_scale.eval.sampling import SampleSettings, grid_image, to_uint8
 from mmdit_scale.flow import euler_sample
 from mmdit_scale.flow.formulation import Formulation
-from mmdit_scale.run.checkpoints import checkpoint_name
+from mmdit_scale.run.layout import SAMPLES_DIR, checkpoint_name
 from mmdit_scale.train.heldout import sample_noise
 
-SAMPLES_DIR = "samples"
 GRID_SIZE = 8
 """Images per grid (two rows), or fewer when a rank's part of data.val is smaller."""
 

@@ -27,8 +27,9 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import save as st_save
 
-from mmdit_scale.config import RunConfig, to_yaml
-from mmdit_scale.run import checkpoints as files
+from data_pipeline.atomic import fsync_dir, write_atomic
+from mmdit_scale.config import RunConfig
+from mmdit_scale.run import checkpoints, layout
 from mmdit_scale.train import hooks
 from mmdit_scale.train.ema import ShardedEMA
 from mmdit_scale.train.engine import full_fp32_params
@@ -78,14 +79,14 @@ def _gather(obj: Any) -> list[Any]:
 def save(engine, cfg: RunConfig, root: Path, state: TrainerState, ema: ShardedEMA, loader_state: dict) -> Path:
     """Write checkpoint `step_<state.step>` under `root` (see the module docstring for the protocol)."""
     rank = dist.get_rank()
-    name = files.checkpoint_name(state.step)
-    final, tmp = root / name, root / (files.TMP_PREFIX + name)
+    name = layout.checkpoint_name(state.step)
+    final, tmp = root / name, root / (layout.TMP_PREFIX + name)
     if rank == 0:
         root.mkdir(parents=True, exist_ok=True)
-        files.remove_stale(root)
+        checkpoints.remove_stale(root)
         tmp.mkdir()
     dist.barrier()
-    engine.save_checkpoint(str(tmp), tag=files.DS_TAG, save_latest=False)
+    engine.save_checkpoint(str(tmp), tag=layout.DS_TAG, save_latest=False)
     weights = {n: t.cpu() for n, t in full_fp32_params(engine)} if rank == 0 else None
     if rank != 0:
         for _ in full_fp32_params(engine):  # the gathers are collective
@@ -94,20 +95,20 @@ def save(engine, cfg: RunConfig, root: Path, state: TrainerState, ema: ShardedEM
     state.loader = _gather(loader_state)
     state.rng = _gather(_rng_blob())
     if rank == 0:
-        files.write_file_atomic(tmp / files.MODEL_FILE, st_save(weights))
+        write_atomic(tmp / layout.MODEL_FILE, st_save(weights))
         hooks.pause_in_checkpoint(state.step, tmp)
         if ema_full is not None:
-            files.write_file_atomic(tmp / files.EMA_FILE, st_save(ema_full))
-        files.write_file_atomic(tmp / files.CONFIG_FILE, to_yaml(cfg).encode())
-        files.write_file_atomic(tmp / files.STATE_FILE, json.dumps(asdict(state)).encode())
+            write_atomic(tmp / layout.EMA_FILE, st_save(ema_full))
+        layout.write_config(cfg, tmp / layout.CONFIG_FILE)
+        write_atomic(tmp / layout.STATE_FILE, json.dumps(asdict(state)).encode())
     dist.barrier()  # every rank's DeepSpeed shards are on disk
     if rank == 0:
         if final.exists():  # written by an attempt that died before updating `latest`
             shutil.rmtree(final)
         tmp.rename(final)
-        files.fsync_dir(root)
-        files.write_latest(root, name)
-        files.prune(root, cfg.checkpoint.keep)
+        fsync_dir(root)
+        checkpoints.write_latest(root, name)
+        checkpoints.prune(root, cfg.checkpoint.keep)
     dist.barrier()
     return final
 
@@ -118,12 +119,12 @@ def prepare_universal(ckpt: Path) -> None:
     A collective: rank 0 converts (offline, in a subprocess), the others wait. The universal
     format stores every parameter and its optimizer state whole, so any world size can load it.
     """
-    target = ckpt / files.UNIVERSAL_TAG
+    target = ckpt / layout.UNIVERSAL_TAG
     if dist.get_rank() == 0 and not target.is_dir():
-        tmp = ckpt / (files.TMP_PREFIX + files.UNIVERSAL_TAG)
+        tmp = ckpt / (layout.TMP_PREFIX + layout.UNIVERSAL_TAG)
         shutil.rmtree(tmp, ignore_errors=True)
         out = subprocess.run(
-            [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(ckpt / files.DS_TAG),
+            [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(ckpt / layout.DS_TAG),
              "--output_folder", str(tmp), "--inject_missing_state", "--num_extract_workers", "1",
              "--num_merge_workers", "1"], capture_output=True, text=True)
         if out.returncode != 0:
@@ -140,14 +141,14 @@ def load(engine, ckpt: Path, ema: ShardedEMA, device: torch.device) -> TrainerSt
     `prepare_universal(ckpt)` called: model, optimizer and schedule then come from the universal
     state, and RNG states (per rank) are not restored. Not bit-exact, by nature.
     """
-    state = TrainerState(**files.read_state(ckpt))
+    state = TrainerState(**checkpoints.read_state(ckpt))
     same_world = state.world_size == dist.get_world_size()
-    tag = files.DS_TAG if same_world else files.UNIVERSAL_TAG
+    tag = layout.DS_TAG if same_world else layout.UNIVERSAL_TAG
     path, _ = engine.load_checkpoint(str(ckpt), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)
     if path is None:
         raise RuntimeError(f"DeepSpeed could not load {ckpt / tag}")
     if ema.enabled:
-        ema.load(files.load_weights(ckpt, ema=True), device)
+        ema.load(checkpoints.load_weights(ckpt, ema=True), device)
     if same_world:
         _restore_rng(state.rng[dist.get_rank()])
     return state

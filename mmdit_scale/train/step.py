@@ -3,8 +3,9 @@
 Timesteps and noise come from a generator seeded by (train.seed, step, rank, micro-batch), not
 from a running RNG, so a resumed run draws exactly what an uninterrupted one would. Timesteps are
 drawn from `flow.timestep_sampler`, then shifted for the batch's bucket:
-alpha = flow.shift * sqrt(bucket pixels / data.resolution^2), i.e. `flow.shift` at the recipe's
-resolution and the paper's sqrt(m/n) rule for buckets of other areas.
+alpha = flow.shift * sqrt(bucket pixels / data.resolution^2) (`flow.shift_for_resolution`), i.e.
+`flow.shift` at the recipe's resolution and the paper's sqrt(m/n) rule for buckets of other areas.
+The FLOPs each step logs (for MFU) are `plan`'s exact count for the batch's tokens.
 
 Non-finite guard: a NaN/inf loss on any rank makes that rank's gradients non-finite, and
 DeepSpeed's ZeRO-1/2/3 and bf16 optimizers then skip the update on every rank (no weight,
@@ -13,16 +14,16 @@ trainer checks the reduced gradients itself and skips the update the same way.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
 from data_pipeline.loader.rng import hash_ints
 from mmdit_scale.config.schema import FlowConfig, RunConfig
-from mmdit_scale.flow import get_formulation, get_timestep_sampler, shift_timesteps
+from mmdit_scale.flow import get_formulation, get_timestep_sampler, shift_for_resolution, shift_timesteps
 from mmdit_scale.flow.timestep_samplers import TimestepSampler
-from mmdit_scale.plan.flops import headline_flops
+from mmdit_scale.plan.flops import training_flops
+from mmdit_scale.plan.tokens import TokenLayout, Tokens, sample_tokens
 from mmdit_scale.train import hooks
 from mmdit_scale.train.engine import compute_dtype
 
@@ -56,20 +57,29 @@ class StepResult:
 
 
 class TrainStep:
-    def __init__(self, engine, cfg: RunConfig, latent_factor: int, device: torch.device, rank: int, grad_accum: int):
+    def __init__(self, engine, cfg: RunConfig, tokens: TokenLayout, device: torch.device, rank: int, grad_accum: int):
+        """`tokens`: the training data's autoencoder factor and text length."""
         self.engine, self.cfg, self.device, self.rank, self.grad_accum = engine, cfg, device, rank, grad_accum
         self.formulation = get_formulation(cfg.flow.formulation)
         self.sampler = timestep_sampler(cfg.flow)
         self.dtype = compute_dtype(cfg)
-        self.base_pixels = cfg.data.resolution**2
-        self.latent_factor = latent_factor
+        self.tokens = tokens
+        self._flops: dict[Tokens, float] = {}
         self.own_guard = cfg.parallel.zero_stage == 0 and self.dtype == torch.float32
         self.nan_steps = hooks.nan_steps()
 
     def shift(self, height: int, width: int) -> float:
         """Timestep shift for a latent of height x width."""
-        pixels = height * width * self.latent_factor**2
-        return self.cfg.flow.shift * math.sqrt(pixels / self.base_pixels)
+        factor, base = self.tokens.autoencoder_factor, self.cfg.data.resolution
+        return self.cfg.flow.shift * shift_for_resolution((height * factor, width * factor), (base, base))
+
+    def sample_cost(self, height: int, width: int) -> tuple[Tokens, float]:
+        """Tokens and training FLOPs of one sample whose latent is height x width (cached per shape)."""
+        factor = self.tokens.autoencoder_factor
+        tokens = sample_tokens(height * factor, width * factor, self.cfg.model.patch_size, self.tokens)
+        if tokens not in self._flops:
+            self._flops[tokens] = training_flops(self.cfg.model, tokens).training
+        return tokens, self._flops[tokens]
 
     def _generator(self, step: int, micro: int) -> torch.Generator:
         seed = hash_ints(self.cfg.train.seed, _NOISE_DOMAIN, step, self.rank, micro) & (2**63 - 1)
@@ -113,11 +123,10 @@ class TrainStep:
             bins = (out.t.detach() * T_BINS).long().clamp_(0, T_BINS - 1)
             bin_sum.index_add_(0, bins, per_sample.float())
             bin_count.index_add_(0, bins, torch.ones_like(per_sample, dtype=torch.float32))
-            patch = self.cfg.model.patch_size
-            seq = (h // patch) * (w // patch) + context.shape[1]
+            sample, sample_flops = self.sample_cost(h, w)
             samples += b
-            tokens += b * seq
-            flops += b * headline_flops(self.cfg.model.depth, self.cfg.model.hidden_size, seq)
+            tokens += b * sample.total
+            flops += b * sample_flops
         applied = self.engine.was_step_applied() and not own_skip
         grad_norm = self.engine.get_global_grad_norm() if not self.own_guard else self._own_norm
         return StepResult(applied=applied, loss_sum=loss_sum, bin_sum=bin_sum, bin_count=bin_count,

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from data_pipeline.demo_data import HELD_OUT
-from mmdit_scale.run import checkpoints
+from mmdit_scale.run import checkpoints, layout
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def test_short_demo_writes_summary_grid_and_checkpoint(tmp_path):
 
     ckpt = Path(summary["checkpoint"])
     assert ckpt.is_absolute() and ckpt.name == "step_0000003"
-    assert checkpoints.resolve(workdir / "run") == ckpt and (ckpt / checkpoints.MODEL_FILE).is_file()
+    assert checkpoints.resolve(workdir / "run") == ckpt and (ckpt / layout.MODEL_FILE).is_file()
     grid = Path(summary["grid"])
     assert grid.is_absolute() and Image.open(grid).size == (96 + 4, 12 * 96 + 13 * 2)
     assert np.load(workdir / "samples_held_out.npy").shape == (12, 32, 32, 3)

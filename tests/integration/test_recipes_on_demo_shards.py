@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from data_pipeline.demo_data import write_demo_data
 from data_pipeline.prepare import PrepareOptions, run_prepare
 from mmdit_scale.config import load_config
-from mmdit_scale.run import checkpoints
+from mmdit_scale.run import checkpoints, layout
 
 pytestmark = pytest.mark.slow
 
@@ -54,13 +54,13 @@ def test_recipe_trains_on_demo_shards_with_no_edits(recipe, px, demo_shards, tmp
     filled = f"model.in_channels=12 model.context_dim=64 model.pooled_dim=64 from the manifest {demo_shards[px]}"
     assert filled in done.stdout, done.stdout[-2000:]
 
-    saved = load_config(run_dir / checkpoints.CONFIG_FILE).model
+    saved = load_config(run_dir / layout.CONFIG_FILE).model
     assert {dim: getattr(saved, dim) for dim in DEMO_DIMS} == DEMO_DIMS
     losses = [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
               if "loss" in json.loads(line)]
     assert len(losses) == 2 and all(0 < loss < 10 for loss in losses)
-    ckpt = checkpoints.read_latest(run_dir / checkpoints.CHECKPOINTS)
+    ckpt = checkpoints.read_latest(run_dir / layout.CHECKPOINTS)
     assert ckpt is not None and ckpt.name == "step_0000002"
-    weights = load_file(ckpt / checkpoints.MODEL_FILE)
+    weights = load_file(ckpt / layout.MODEL_FILE)
     assert weights["x_embedder.proj.weight"].shape[1] == DEMO_DIMS["in_channels"]
     assert weights["context_embedder.weight"].shape[1] == DEMO_DIMS["context_dim"]

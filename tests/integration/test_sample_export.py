@@ -23,7 +23,7 @@ from mmdit_scale.config import load_config, to_yaml
 from launcher.demo_job import DEMO_TEXT_TOKENS
 from mmdit_scale.eval.sampling import RunSampler, SampleSettings, write_grid
 from mmdit_scale.model import MMDiT
-from mmdit_scale.run import checkpoints
+from mmdit_scale.run import checkpoints, layout
 from mmdit_scale.run.data_dims import fill_input_dims
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,12 +46,12 @@ def run_dir(tmp_path_factory, demo_encoders) -> Path:
                                encoders=demo_encoders, resolution=32, progress=False))
     cfg, _ = fill_input_dims(load_config(REPO / "recipes" / "demo.yaml", [f"data.train={root / 'shards'}"]))
     model = MMDiT(cfg.model)
-    ckpt = root / "run" / checkpoints.CHECKPOINTS / checkpoints.checkpoint_name(7)
+    ckpt = root / "run" / layout.CHECKPOINTS / layout.checkpoint_name(7)
     ckpt.mkdir(parents=True)
-    save_file(_random_weights(model, 0), ckpt / checkpoints.MODEL_FILE)
-    save_file(_random_weights(model, 1), ckpt / checkpoints.EMA_FILE)
-    (ckpt / checkpoints.CONFIG_FILE).write_text(to_yaml(cfg))
-    (ckpt / checkpoints.STATE_FILE).write_text(json.dumps({"step": 7}))
+    save_file(_random_weights(model, 0), ckpt / layout.MODEL_FILE)
+    save_file(_random_weights(model, 1), ckpt / layout.EMA_FILE)
+    (ckpt / layout.CONFIG_FILE).write_text(to_yaml(cfg))
+    (ckpt / layout.STATE_FILE).write_text(json.dumps({"step": 7}))
     checkpoints.write_latest(ckpt.parent, ckpt.name)
     return root / "run"
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mmdit_scale.config import ConfigError, OptimConfig, RunConfig, load_config, save_config, to_yaml
+from mmdit_scale.config import ConfigError, OptimConfig, RunConfig, load_config, to_yaml
+from mmdit_scale.run.layout import write_config
 from mmdit_scale.config.validate import schema_keys
 from mmdit_scale.flow.names import FORMULATIONS
 
@@ -172,7 +173,7 @@ def test_save_then_load_gives_an_equal_object(tmp_path: Path) -> None:
                       ["optim.eps=1e-15", "optim.lr=3e-4", "model.dual_attention_layers=[0,1]",
                        "data.train=/data/shards-1e3", "flow.shift=3"])
     path = tmp_path / "run" / "config.yaml"
-    save_config(cfg, path)
+    write_config(cfg, path)
     back = load_config(path)
     assert back == cfg
     assert back.optim.eps == 1e-15 and back.data.train == "/data/shards-1e3"

@@ -13,7 +13,7 @@ from mmdit_scale.config import RunConfig
 from mmdit_scale.interop.diffusers_sd3 import read_sd3_transformer, state_dict_from_diffusers
 from mmdit_scale.interop.parity import max_rel_diff, randomise_parameters
 from mmdit_scale.model import MMDiT, MMDiTConfig
-from mmdit_scale.run import checkpoints
+from mmdit_scale.run import checkpoints, layout
 from mmdit_scale.train.init_from import check_init_source, load_initial_weights
 
 diffusers = pytest.importorskip("diffusers")
@@ -189,9 +189,9 @@ def test_a_source_of_no_accepted_kind_names_the_path_and_the_kinds(tmp_path, mak
 def test_check_init_source_knows_all_three_kinds_without_torch(tmp_path):
     """The launcher calls it before the ranks start: it must not pay for torch."""
     run = tmp_path / "run"
-    ckpt = run / checkpoints.CHECKPOINTS / checkpoints.checkpoint_name(5)
+    ckpt = run / layout.CHECKPOINTS / layout.checkpoint_name(5)
     ckpt.mkdir(parents=True)
-    (ckpt / checkpoints.STATE_FILE).write_text(json.dumps({"step": 5}))
+    (ckpt / layout.STATE_FILE).write_text(json.dumps({"step": 5}))
     checkpoints.write_latest(ckpt.parent, ckpt.name)
     make_sd3().save_pretrained(tmp_path / "pipe" / "transformer")
     script = f"""

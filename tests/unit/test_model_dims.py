@@ -15,13 +15,15 @@ import torch
 
 from data_pipeline.loader import LoaderConfig, ShardLoader
 from data_pipeline.loader.synthetic import SyntheticSpec, write_synthetic
+from data_pipeline.locate import locate_manifests
 from data_pipeline.manifest import Manifest, check_against_model
 from launcher import cli
-from mmdit_scale.config import load_config, save_config
+from mmdit_scale.config import load_config
+from mmdit_scale.run.layout import write_config
 from mmdit_scale.model import MMDiT, MMDiTConfig
 from mmdit_scale.model.config import SD3_INPUT_DIMS, InputDims
 from mmdit_scale.run import exit_codes
-from mmdit_scale.run.data_dims import fill_input_dims, manifest_path
+from mmdit_scale.run.data_dims import fill_input_dims
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "recipes" / "tiny.yaml"
@@ -69,7 +71,7 @@ def test_unset_dims_come_from_the_manifest_and_the_loader_accepts_them(name: str
 
 def test_the_saved_config_has_the_filled_dims(tmp_path: Path) -> None:
     cfg, _ = fill_input_dims(load_config(TINY, [f"data.train={shards(tmp_path, 'demo')}"]))
-    save_config(cfg, tmp_path / "config.yaml")
+    write_config(cfg, tmp_path / "config.yaml")
     back = load_config(tmp_path / "config.yaml")
     assert back == cfg and (back.model.in_channels, back.model.context_dim, back.model.pooled_dim) == (12, 64, 64)
     assert fill_input_dims(back) == (back, "")  # a resume reads them, nothing left to fill
@@ -78,9 +80,15 @@ def test_the_saved_config_has_the_filled_dims(tmp_path: Path) -> None:
 def test_the_manifest_is_found_as_the_loader_finds_it(tmp_path: Path) -> None:
     data = shards(tmp_path, "demo")
     expected = str(data / "manifest.json")
+
+    def manifest_path(value: str) -> str:
+        [(_, location)] = locate_manifests(value)
+        return location
+
     assert manifest_path(str(data)) == expected
     assert manifest_path(f"{data}/shard-{{000000..000001}}.tar") == expected
     assert os.path.samefile(manifest_path(f"file://{data}"), expected)
+    assert manifest_path(f"pipe:cat {data}/shard-{{000000..000001}}.tar") == f"pipe:cat {expected}"
     pattern, _ = fill_input_dims(load_config(TINY, [f"data.train={data}/shard-{{000000..000001}}.tar"]))
     directory, _ = fill_input_dims(load_config(TINY, [f"data.train={data}"]))
     assert pattern.model == directory.model
@@ -119,7 +127,8 @@ def launcher(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("data, reason", [
-    ("pipe:aws s3 cp s3://b/ds/shard-{000000..000003}.tar -", "is a URL"),
+    ("pipe:aws s3 cp s3://b/ds/shard-{000000..000003}.tar -",
+     "cannot read the manifest pipe:aws s3 cp s3://b/ds/manifest.json -: OSError: the command exited"),
     ("TMP", "cannot read the manifest TMP/manifest.json: FileNotFoundError"),
 ])
 def test_train_fails_before_any_rank_when_unset_dims_cannot_be_read(data: str, reason: str, tmp_path: Path) -> None:
@@ -139,6 +148,6 @@ def test_plan_uses_the_manifest_or_says_it_assumed_sd3(tmp_path: Path, capsys) -
     assert dims["from"].endswith(f"from the manifest {data / 'manifest.json'}")
     assert cli.main(["plan", str(TINY), "--gpus", "1"]) == 0
     assert ("inputs       latent 16 channels, context 4096, pooled 2048; model.in_channels=16 model.context_dim=4096 "
-            "model.pooled_dim=2048 from SD3's defaults (data.train is empty)") in capsys.readouterr().out
+            "model.pooled_dim=2048 from SD3's defaults (data.train is empty: ") in capsys.readouterr().out
     assert cli.main(["plan", "recipes/ladder/d15.yaml", "--gpus", "8", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["input_dims"]["from"] == "set in the recipe"

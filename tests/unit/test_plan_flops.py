@@ -12,13 +12,13 @@ from mmdit_scale.model.embeddings import TIME_FREQ_DIM
 from mmdit_scale.plan import flops as plan_flops
 from mmdit_scale.plan.flops import headline_flops, training_flops
 from mmdit_scale.plan.params import count_parameters, sd3_closed_form
-from mmdit_scale.plan.tokens import TEXT_SEQUENCE, Tokens
+from mmdit_scale.plan.tokens import SD3_LAYOUT, Tokens
 
 LADDER = (15, 18, 21, 24, 30, 38)
 
 
 def test_plan_constants_match_the_model_and_the_shard_format() -> None:
-    assert TEXT_SEQUENCE == 2 * TEXT_TOKENS == 154
+    assert SD3_LAYOUT.text == 2 * TEXT_TOKENS == 154 and SD3_LAYOUT.autoencoder_factor == 8
     assert plan_flops.TIME_FREQ_DIM == TIME_FREQ_DIM
 
 

@@ -9,7 +9,7 @@ import pytest
 from mmdit_scale.config import load_config
 from mmdit_scale.flow.shift import shift_for_resolution
 from mmdit_scale.plan.report import Hardware, make_plan
-from mmdit_scale.plan.tokens import AUTOENCODER_FACTOR
+from mmdit_scale.plan.tokens import SD3_LAYOUT
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = REPO / "recipes" / "stages"
@@ -44,7 +44,7 @@ def test_positions_keep_the_pretraining_spacing_and_extent() -> None:
     extents = set()
     for name in STAGE_NAMES:
         m = stage(name).model
-        grid = stage(name).data.resolution // (AUTOENCODER_FACTOR * m.patch_size)
+        grid = stage(name).data.resolution // (SD3_LAYOUT.autoencoder_factor * m.patch_size)
         assert m.pos_embed_max_size == 3 * grid
         extents.add(grid * m.base_size / m.pos_embed_max_size)
     assert extents == {16 / 3}
@@ -53,7 +53,7 @@ def test_positions_keep_the_pretraining_spacing_and_extent() -> None:
 @pytest.mark.parametrize("name", STAGE_NAMES[1:])
 def test_aspect_buckets_are_symmetric_equal_area_and_fit_the_position_table(name: str) -> None:
     cfg = stage(name)
-    s, unit = cfg.data.resolution, AUTOENCODER_FACTOR * cfg.model.patch_size
+    s, unit = cfg.data.resolution, SD3_LAYOUT.autoencoder_factor * cfg.model.patch_size
     buckets = set(cfg.data.buckets)
     assert (s, s) in buckets and {(w, h) for h, w in buckets} == buckets and len(buckets) >= 9
     for h, w in buckets:

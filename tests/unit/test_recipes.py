@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mmdit_scale.config import load_config, save_config
+from mmdit_scale.config import ConfigError, load_config
+from mmdit_scale.run.layout import write_config
+from mmdit_scale.config.recipes import RECIPES_DIR, find_recipe, packaged_recipes
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
@@ -25,7 +27,7 @@ def test_the_foundation_recipes_are_shipped() -> None:
 @pytest.mark.parametrize("path", RECIPES, ids=rel)
 def test_recipe_loads_validates_and_round_trips(path: Path, tmp_path: Path) -> None:
     cfg = load_config(path)
-    save_config(cfg, tmp_path / "config.yaml")
+    write_config(cfg, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == cfg
 
 
@@ -67,3 +69,56 @@ def test_tiny_is_a_small_fp32_cpu_run() -> None:
     assert m.pos_embed_max_size >= m.sample_size // m.patch_size
     assert cfg.train.micro_batch <= cfg.train.global_batch <= 16
     assert cfg.data.train == "" and cfg.data.val == ""
+
+
+# --- finding recipes by name (mmdit_scale.config.recipes) ----------------------------------------
+def test_recipes_ship_as_package_data_through_a_symlink_to_the_yaml_only_folder() -> None:
+    link = REPO / "mmdit_scale" / "recipes"
+    assert link.is_symlink() and link.resolve() == (REPO / "recipes").resolve()
+    assert RECIPES_DIR.resolve() == (REPO / "recipes").resolve()
+    assert {p.suffix for p in (REPO / "recipes").rglob("*") if p.is_file()} == {".yaml"}
+    assert packaged_recipes() == sorted(rel(p)[len("recipes/"):-len(".yaml")] for p in RECIPES)
+
+
+@pytest.mark.parametrize("name, file", [
+    ("recipes/tiny.yaml", "tiny.yaml"), ("tiny.yaml", "tiny.yaml"), ("tiny", "tiny.yaml"),
+    ("./recipes/tiny.yaml", "tiny.yaml"), (Path("tiny"), "tiny.yaml"),
+    ("ladder/d24", "ladder/d24.yaml"), ("recipes/ladder/d24.yaml", "ladder/d24.yaml"),
+    ("stages/finetune_512", "stages/finetune_512.yaml"),
+    ("studies/formulations/rf-mode-1.29", "studies/formulations/rf-mode-1.29.yaml"),
+    ("/no/such/checkout/recipes/demo.yaml", "demo.yaml"),
+])
+def test_find_recipe_looks_names_up_in_the_packaged_recipes(name, file: str, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)                     # outside the repo: no recipes/ here
+    assert find_recipe(name) == RECIPES_DIR / file
+
+
+def test_an_existing_path_wins_over_a_packaged_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yaml").write_text("model: {depth: 3}\n")
+    assert find_recipe("tiny.yaml") == Path("tiny.yaml")
+    assert load_config("tiny.yaml").model.depth == 3
+    assert load_config("tiny").model.depth == 2     # no file 'tiny': the packaged one
+    assert load_config("ladder/d24").model.depth == 24   # its `base:` chain resolves inside the package
+
+
+@pytest.mark.parametrize("name, nearest", [
+    ("tinny", "did you mean tiny?"), ("recipes/tinny.yaml", "did you mean tiny?"),
+    ("ladder/d25", "ladder/d24"), ("d24", "did you mean ladder/d24"),
+    ("stages/finetune_256", "stages/finetune_512"),
+])
+def test_unknown_recipe_names_what_was_tried_and_the_nearest(name: str, nearest: str, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        find_recipe(name)
+    assert str(err.value).startswith(f"recipe {name} not found; nor is ")
+    assert str(RECIPES_DIR) in str(err.value) and nearest in str(err.value)
+
+
+def test_unknown_recipe_with_nothing_close_is_a_plain_not_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("nope.yaml", "/abs/nope.yaml", "../tiny.yaml"):
+        with pytest.raises(ConfigError, match=f"^recipe {re.escape(name)} not found"):
+            find_recipe(name)

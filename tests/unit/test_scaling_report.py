@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from launcher import cli
-from mmdit_scale.config import load_config, save_config
+from mmdit_scale.config import load_config
+from mmdit_scale.run.layout import write_config
 from mmdit_scale.eval.scaling import compute_frontier, fit_power_law, read_run
 from mmdit_scale.plan.flops import training_flops
 from mmdit_scale.plan.params import count_parameters
-from mmdit_scale.plan.tokens import square_tokens
+from mmdit_scale.plan.tokens import SD3_LAYOUT, square_tokens
 
 REPO = Path(__file__).resolve().parents[2]
 A, B, C = 0.2, 0.3, 0.25
@@ -34,7 +35,7 @@ def make_run(root: Path, depth: int, rng: np.random.Generator, noise: float = 0.
     run = root / f"d{depth}"
     cfg = load_config(REPO / "recipes" / "tiny.yaml",
                       [f"model.depth={depth}", "model.hidden_size=null", "model.num_heads=null", *TINY_INPUTS])
-    save_config(cfg, run / "config.yaml")
+    write_config(cfg, run / "config.yaml")
     params = count_parameters(cfg.model).total
     lines = []
     for step in STEPS:
@@ -74,10 +75,10 @@ def test_run_dir_reading(runs: list[Path]) -> None:
 
 def test_compute_and_samples_default_from_the_config(tmp_path: Path) -> None:
     cfg = load_config(REPO / "recipes" / "tiny.yaml", list(TINY_INPUTS))
-    save_config(cfg, tmp_path / "config.yaml")
+    write_config(cfg, tmp_path / "config.yaml")
     (tmp_path / "metrics.jsonl").write_text('{"step": 5, "val_loss": 1.5}\n'
                                             '{"step": 7, "samples": 100, "val_loss": 1.4}\n')
-    per_sample = training_flops(cfg.model, square_tokens(cfg)).training
+    per_sample = training_flops(cfg.model, square_tokens(cfg, SD3_LAYOUT)).training
     points = read_run(tmp_path).points
     first = 5 * cfg.train.global_batch
     assert [(p.samples, p.flops) for p in points] == [(first, first * per_sample), (100, 100 * per_sample)]
@@ -135,7 +136,7 @@ def test_a_step_zero_validation_stays_off_the_compute_frontier(runs: list[Path],
 def test_tokens_come_from_the_training_manifest(tmp_path: Path) -> None:
     """The demo's pixel autoencoder (factor 2) gives 64 image tokens at 32 px, not SD3's 4."""
     from data_pipeline.manifest import EncoderInfo, LatentInfo, Manifest, Provenance
-    from mmdit_scale.eval.scaling import SD3_TOKENS
+    from mmdit_scale.plan.tokens import SD3_TOKENS
     from mmdit_scale.plan.tokens import Tokens
 
     clip = {"hidden": 32, "pooled": 32}
@@ -153,7 +154,7 @@ def test_tokens_come_from_the_training_manifest(tmp_path: Path) -> None:
                                  (tmp_path / "gone", Tokens(image=4, text=154), SD3_TOKENS)):
         run = tmp_path / f"run_{data.name}"
         cfg = load_config(REPO / "recipes" / "tiny.yaml", [*overrides, f"data.train={data}"])
-        save_config(cfg, run / "config.yaml")
+        write_config(cfg, run / "config.yaml")
         (run / "metrics.jsonl").write_text('{"step": 10, "val_loss": 1.0}\n')
         got = read_run(run)
         assert (got.tokens, got.tokens_from) == (tokens, source)

@@ -8,9 +8,10 @@ import pytest
 
 from launcher import cli
 from launcher.slurm import records
-from launcher.slurm.run_status import METRICS_FILE, run_status, to_text
+from launcher.slurm.run_status import run_status, to_text
 from launcher.slurm.sbatch import parse_fields
-from mmdit_scale.config import load_config, save_config
+from mmdit_scale.config import load_config
+from mmdit_scale.run.layout import METRICS_FILE, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -19,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 def run_dir(tmp_path: Path) -> Path:
     """A run preempted once and resumed (job 41), as the job script and the trainer leave it."""
     run = tmp_path / "run"
-    save_config(load_config(REPO / "recipes" / "tiny.yaml", ["train.steps=12"]), run / "config.yaml")
+    write_config(load_config(REPO / "recipes" / "tiny.yaml", ["train.steps=12"]), run / "config.yaml")
     ckpt = run / "checkpoints" / "step_0000010"
     ckpt.mkdir(parents=True)
     (ckpt / "trainer_state.json").write_text(json.dumps({"step": 10}))
@@ -75,9 +76,3 @@ def test_scontrol_fields_with_spaces_in_paths():
     assert (f["JobState"], f["Restarts"], f["ExitCode"], f["NodeList"], f["Reason"]) == (
         "RUNNING", "1", "0:0", "node[1-2]", "None")
     assert (f["Command"], f["WorkDir"], f["StdOut"]) == ("/tmp/a b/slurm/7.sbatch", "/tmp/work dir", "/tmp/a b/slurm/7.out")
-
-
-def test_metrics_file_name_matches_the_trainer():
-    from mmdit_scale.train import metrics
-
-    assert METRICS_FILE == metrics.METRICS_FILE

@@ -7,30 +7,31 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from mmdit_scale.config import load_config, save_config
+from mmdit_scale.config import load_config
+from mmdit_scale.run.layout import write_config
 from mmdit_scale.model import MMDiT
-from mmdit_scale.run import checkpoints as files
+from mmdit_scale.run import checkpoints, layout
 from mmdit_scale.train.init_from import load_initial_weights
 
 
 def fake_checkpoint(root: Path, step: int) -> Path:
     """A checkpoint dir as the trainer leaves it after the rename (contents beside the point here)."""
-    path = root / files.checkpoint_name(step)
+    path = root / layout.checkpoint_name(step)
     path.mkdir(parents=True)
-    (path / files.STATE_FILE).write_text(json.dumps({"step": step}))
+    (path / layout.STATE_FILE).write_text(json.dumps({"step": step}))
     return path
 
 
 def test_names():
-    assert files.checkpoint_name(12) == "step_0000012"
-    assert files.step_of("step_0000012") == 12 and files.step_of(".tmp-step_0000012") is None
+    assert layout.checkpoint_name(12) == "step_0000012"
+    assert layout.step_of("step_0000012") == 12 and layout.step_of(".tmp-step_0000012") is None
 
 
 def test_latest_round_trip_and_fresh_run(tmp_path):
-    assert files.read_latest(tmp_path) is None
+    assert checkpoints.read_latest(tmp_path) is None
     ckpt = fake_checkpoint(tmp_path, 3)
-    files.write_latest(tmp_path, ckpt.name)
-    assert files.read_latest(tmp_path) == ckpt
+    checkpoints.write_latest(tmp_path, ckpt.name)
+    assert checkpoints.read_latest(tmp_path) == ckpt
     assert (tmp_path / "latest").read_text() == "step_0000003\n"
     assert not list(tmp_path.glob("*.tmp"))
 
@@ -38,44 +39,44 @@ def test_latest_round_trip_and_fresh_run(tmp_path):
 def test_a_write_killed_before_the_rename_leaves_latest_on_the_previous_checkpoint(tmp_path):
     """The state a kill in the middle of `checkpoint.save` leaves: a partial temporary dir."""
     fake_checkpoint(tmp_path, 2)
-    files.write_latest(tmp_path, "step_0000002")
+    checkpoints.write_latest(tmp_path, "step_0000002")
     partial = tmp_path / ".tmp-step_0000003"
     (partial / "deepspeed").mkdir(parents=True)
-    (partial / files.MODEL_FILE).write_bytes(b"half")
+    (partial / layout.MODEL_FILE).write_bytes(b"half")
     (tmp_path / "latest.tmp").write_text("step_00")  # even a torn write of `latest` itself
-    assert files.read_latest(tmp_path).name == "step_0000002"
-    assert [p.name for p in files.list_checkpoints(tmp_path)] == ["step_0000002"]
-    files.remove_stale(tmp_path)
+    assert checkpoints.read_latest(tmp_path).name == "step_0000002"
+    assert [p.name for p in checkpoints.list_checkpoints(tmp_path)] == ["step_0000002"]
+    checkpoints.remove_stale(tmp_path)
     assert not partial.exists() and (tmp_path / "step_0000002").exists()
 
 
 def test_latest_naming_a_missing_or_bad_checkpoint_is_an_error(tmp_path):
     (tmp_path / "latest").write_text("step_0000009\n")
     with pytest.raises(ValueError, match="missing or incomplete"):
-        files.read_latest(tmp_path)
+        checkpoints.read_latest(tmp_path)
     (tmp_path / "latest").write_text("../elsewhere\n")
     with pytest.raises(ValueError, match="not a checkpoint name"):
-        files.read_latest(tmp_path)
+        checkpoints.read_latest(tmp_path)
 
 
 def test_prune_keeps_the_newest_and_never_latest(tmp_path):
     for step in (1, 2, 3, 4, 5):
         fake_checkpoint(tmp_path, step)
-    files.write_latest(tmp_path, "step_0000002")  # e.g. newer ones written by a run that then diverged
-    deleted = files.prune(tmp_path, keep=2)
+    checkpoints.write_latest(tmp_path, "step_0000002")  # e.g. newer ones written by a run that then diverged
+    deleted = checkpoints.prune(tmp_path, keep=2)
     assert sorted(p.name for p in deleted) == ["step_0000001", "step_0000003"]
-    assert [p.name for p in files.list_checkpoints(tmp_path)] == ["step_0000002", "step_0000004", "step_0000005"]
+    assert [p.name for p in checkpoints.list_checkpoints(tmp_path)] == ["step_0000002", "step_0000004", "step_0000005"]
 
 
 def test_resolve_run_dir_checkpoints_dir_and_checkpoint(tmp_path):
     root = tmp_path / "run" / "checkpoints"
     ckpt = fake_checkpoint(root, 7)
-    files.write_latest(root, ckpt.name)
-    assert files.resolve(tmp_path / "run") == ckpt
-    assert files.resolve(root) == ckpt
-    assert files.resolve(ckpt) == ckpt
+    checkpoints.write_latest(root, ckpt.name)
+    assert checkpoints.resolve(tmp_path / "run") == ckpt
+    assert checkpoints.resolve(root) == ckpt
+    assert checkpoints.resolve(ckpt) == ckpt
     with pytest.raises(FileNotFoundError):
-        files.resolve(tmp_path)
+        checkpoints.resolve(tmp_path)
 
 
 TINY_INPUTS = ("model.in_channels=16", "model.context_dim=64", "model.pooled_dim=64")
@@ -88,9 +89,9 @@ def tiny_config(tmp_path: Path, *overrides: str):
 
 def write_weights(tmp_path: Path, model: MMDiT, cfg) -> Path:
     ckpt = fake_checkpoint(tmp_path / "checkpoints", 5)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, ckpt / files.MODEL_FILE)
-    save_config(cfg, ckpt / files.CONFIG_FILE)
-    files.write_latest(tmp_path / "checkpoints", ckpt.name)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, ckpt / layout.MODEL_FILE)
+    write_config(cfg, ckpt / layout.CONFIG_FILE)
+    checkpoints.write_latest(tmp_path / "checkpoints", ckpt.name)
     return ckpt
 
 
@@ -114,7 +115,7 @@ def test_build_model_gives_the_saved_model(tmp_path):
     cfg = tiny_config(tmp_path)
     model = trained_like(cfg)
     write_weights(tmp_path, model, cfg)
-    loaded = files.build_model(tmp_path)
+    loaded = checkpoints.build_model(tmp_path)
     with torch.no_grad():
         assert torch.equal(loaded(*inputs(cfg)), model(*inputs(cfg)))
 

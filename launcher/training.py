@@ -1,0 +1,77 @@
+"""Start a training run from a resolved config: the one path from the command line to the ranks.
+
+`mmdit-scale train` and the demo both call `start_training`: it checks what can be checked before
+any rank starts (world layout and batch split, model input dims from the data's manifest, the
+checkpoint to resume or the `init_from` source), writes RUN_DIR/config.yaml, and launches this
+node's ranks. Torch-free, like the rest of the launcher: the ranks pay for torch.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from mmdit_scale.config import RunConfig
+
+PREFIX = "mmdit-scale train"
+
+
+def _fail(message: str) -> int:
+    from mmdit_scale.run.exit_codes import CONFIG_ERROR
+
+    print(f"{PREFIX}: {message}", file=sys.stderr)
+    return CONFIG_ERROR
+
+
+def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return keys
+
+
+def start_training(cfg: RunConfig, run_dir: Path, nproc: int | None = None) -> int:
+    """Train `cfg` in `run_dir` (resuming from its `latest` checkpoint) on this node's ranks:
+    `nproc` of them, default one per GPU (1 on CPU), or the surrounding SLURM job step's.
+    Returns the run's exit code (`mmdit_scale.run.exit_codes`); a config that cannot start is
+    refused with CONFIG_ERROR before any rank starts."""
+    from launcher.local_launch import launch, local_layout, slurm_layout
+    from mmdit_scale.config import ConfigError, load_config, to_dict
+    from mmdit_scale.config.validate import require_train_data
+    from mmdit_scale.run import checkpoints, layout
+    from mmdit_scale.run.data_dims import fill_input_dims
+    from mmdit_scale.train.ds_config import grad_accumulation
+    from mmdit_scale.train.init_from import check_init_source
+
+    try:
+        world = slurm_layout(dict(os.environ), nproc) or local_layout(dict(os.environ), nproc)
+        grad_accumulation(cfg, world.world_size)
+        require_train_data(cfg)
+        cfg, filled = fill_input_dims(cfg)
+    except (ConfigError, ValueError) as err:
+        return _fail(str(err))
+    if filled:
+        print(f"{PREFIX}: {filled}", flush=True)
+    run_dir = run_dir.resolve()
+    config_path = run_dir / layout.CONFIG_FILE
+    try:
+        latest = checkpoints.read_latest(layout.checkpoints_root(cfg, run_dir))
+        if latest is None:  # a resumed run has its own weights and ignores init_from
+            check_init_source(cfg)
+    except ValueError as err:
+        return _fail(str(err))
+    if world.writes_config:
+        if latest is not None and config_path.is_file():
+            changed = _changed_keys(to_dict(load_config(config_path)), to_dict(cfg))
+            if changed:
+                print(f"{PREFIX}: config differs from the run's previous one:\n  " + "\n  ".join(changed),
+                      file=sys.stderr)
+        layout.write_config(cfg, config_path)
+    where = f"resuming from {latest.name}" if latest is not None else "starting fresh"
+    print(f"{PREFIX}: {run_dir} ({where}), {world.world_size} rank(s), "
+          f"ZeRO-{cfg.parallel.zero_stage} {cfg.parallel.precision}", flush=True)
+    return launch(world, run_dir)
