@@ -84,7 +84,9 @@ def make_images(work: Path, args: argparse.Namespace) -> tuple[Path, Path]:
 
 def prepare(work: Path, args: argparse.Namespace, env: dict) -> None:
     shards = work / "shards"
-    if all((shards / split / "manifest.json").is_file() for split in ("train", "val")):
+    from data_pipeline.manifest import MANIFEST_NAME
+
+    if all((shards / split / MANIFEST_NAME).is_file() for split in ("train", "val")):
         return
     for folder in make_images(work, args):
         run(cli("prepare", "--input", str(folder), "--output", str(shards / folder.name), "--encoders", "demo",
@@ -104,24 +106,18 @@ def run(cmd: list[str], log: Path, env: dict) -> float:
 
 
 def finished(run_dir: Path, steps: int) -> bool:
-    metrics = run_dir / "metrics.jsonl"
-    if not metrics.is_file():
-        return False
-    for line in metrics.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if record.get("kind") == "val" and record.get("step") == steps:
-            return True
-    return False
+    from mmdit_scale.run.metrics_log import metrics_path, read_records
+
+    records, _ = read_records(metrics_path(run_dir))
+    return any(r.get("kind") == "val" and r.get("step") == steps for r in records)
 
 
 def train(rung: dict, work: Path, args: argparse.Namespace, env: dict) -> tuple[Path, float | None]:
     from mmdit_scale.config import load_config
+    from mmdit_scale.run.layout import CONFIG_FILE
 
     run_dir = work / "runs" / f"d{rung['depth']}_w{rung['width']}_s{rung['samples']}"
-    if (run_dir / "config.yaml").is_file() and load_config(run_dir / "config.yaml") != load_config(
+    if (run_dir / CONFIG_FILE).is_file() and load_config(run_dir / CONFIG_FILE) != load_config(
             RECIPE, rung["overrides"]):
         raise SystemExit(f"{run_dir} was trained with another config (batch, evals or overrides): "
                          "use another --workdir")

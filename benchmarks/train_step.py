@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from data_pipeline.loader.synthetic import SyntheticSpec, write_synthetic  # noqa: E402
+from mmdit_scale.run.metrics_log import metrics_path, read_records  # noqa: E402
 
 TEXT = {"clip_l": (32, 32), "clip_g": (32, 32), "t5": (64, None)}
 """The tiny recipe's text widths (context 64, pooled 64)."""
@@ -44,7 +45,7 @@ def run_stage(stage: int, args: argparse.Namespace, shards: Path, work: Path) ->
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"ZeRO-{stage} run failed ({out.returncode}):\n{out.stdout[-2000:]}{out.stderr[-3000:]}")
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records, _ = read_records(metrics_path(run_dir))
     train = [r for r in records if r["kind"] == "train"][1:]
     return {"stage": stage, "precision": args.precision, "ranks": args.nproc,
             "samples_per_s": statistics.median(r["samples_per_s"] for r in train),

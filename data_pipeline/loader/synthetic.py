@@ -13,7 +13,7 @@ import torch
 
 from data_pipeline.format import LATENT_KEY, Sample, encode_sample, shard_name, text_key
 from data_pipeline.layout import CAPTION_VARIANTS, CLIP_ENCODERS, TEXT_TOKENS
-from data_pipeline.manifest import AUTOENCODER, EncoderInfo, LatentInfo, Manifest, Provenance, ShardInfo
+from data_pipeline.manifest import AUTOENCODER, MANIFEST_NAME, EncoderInfo, LatentInfo, Manifest, Provenance, ShardInfo
 from data_pipeline.writer import ShardWriter
 
 SD3_TEXT = {"clip_l": (768, 768), "clip_g": (1280, 1280), "t5": (4096, None)}
@@ -83,5 +83,5 @@ def write_synthetic(out_dir: Path, spec: SyntheticSpec) -> Manifest:
         written = writer.commit()
         manifest.shards.append(ShardInfo(name=shard_name(s), samples=written.samples, bytes=written.bytes,
                                          sha256=written.sha256))
-    manifest.save(out_dir / "manifest.json")
+    manifest.save(out_dir / MANIFEST_NAME)
     return manifest

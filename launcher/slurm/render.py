@@ -13,7 +13,8 @@ from pathlib import Path
 
 from launcher.slurm.quoting import SubmitError, directive, filename_pattern, job_name, shell, shell_words
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "cluster" / "templates"
+TEMPLATES = Path(__file__).parent / "cluster" / "templates"
+"""The sbatch templates, installed as package data (in the repo, launcher/slurm/cluster -> ../../cluster)."""
 SLURM_DIR = "slurm"
 """Inside a run dir (or prepare's output): job logs, submitted scripts, jobs.jsonl, events.tsv."""
 DEFAULT_SIGNAL_LEAD = 300

@@ -81,8 +81,6 @@ def test_config_finds_a_packaged_recipe_outside_the_repo(installed: Path, name: 
 
 def test_the_installed_console_script_runs_config_tiny(installed: Path) -> None:
     script = installed / "site" / "bin" / "mmdit-scale"
-    if not script.exists():
-        pytest.skip("pip --target installed no console script")
     out = subprocess.run([str(script), "config", "tiny", "optim.lr=3e-4"], cwd=installed / "elsewhere",
                          env={**os.environ, "PYTHONPATH": str(installed / "site")},
                          capture_output=True, text=True, timeout=TIMEOUT)
@@ -95,3 +93,10 @@ def test_an_unknown_recipe_exits_2_naming_the_nearest(installed: Path) -> None:
     assert out.returncode == 2
     assert out.stderr.startswith("mmdit-scale config: recipe ladder/d25 not found"), out.stderr
     assert "ladder/d24" in out.stderr and str(installed / "site") in out.stderr
+
+
+def test_submit_renders_the_packaged_sbatch_template_outside_the_repo(installed: Path) -> None:
+    out = run(installed, "-m", "launcher.cli", "submit", "tiny", "--cpu", "--dry-run", "--nodes", "1", "--gpus-per-node", "1")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("#!") and "PREEMPTED=75" in out.stdout
+    assert (REPO / "cluster" / "templates" / "train.sbatch").read_text().splitlines()[0] == out.stdout.splitlines()[0]
