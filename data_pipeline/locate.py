@@ -4,7 +4,8 @@ A value is one dataset or a list of them to mix; each is
 - a local directory holding `manifest.json` and the shards it lists;
 - a brace pattern of local shards, `/data/ds/shard-{000000..000099}.tar`, or a `file:` path;
 - a URL WebDataset's `gopen` opens, e.g. `pipe:aws s3 cp s3://b/ds/shard-{000000..000099}.tar -`;
-- a mapping `{path: ..., weight: 2.0, manifest: ...}` for a mixture weight or an explicit manifest.
+- a mapping `{path: ..., weight: 2.0, manifest: ...}` (or the config's typed `DataSource`) for a
+  mixture weight or an explicit manifest.
 
 A dataset's manifest is the explicit one, else `manifest.json` in its directory, else the first
 shard's location with its shard name replaced by `manifest.json`. The loader, the launcher's
@@ -24,7 +25,7 @@ from typing import Any, Optional
 
 from braceexpand import braceexpand
 
-from data_pipeline.manifest import MANIFEST_NAME, Manifest
+from data_pipeline.manifest import MANIFEST_NAME, Manifest, compare_provenance
 
 SHARD_NAME = re.compile(r"[^/\s'\"]+\.tar\b")
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*:")
@@ -75,7 +76,9 @@ def dataset_entries(value: Any) -> list[DatasetEntry]:
     for entry in [value] if isinstance(value, (str, Mapping)) else list(value):
         if isinstance(entry, str):
             entries.append(DatasetEntry(entry))
-        elif isinstance(entry, Mapping):
+        elif isinstance(entry, Mapping) or all(hasattr(entry, key) for key in ENTRY_KEYS):
+            if not isinstance(entry, Mapping):  # a typed config entry (mmdit_scale.config.DataSource)
+                entry = {key: getattr(entry, key) for key in ENTRY_KEYS}
             if set(entry) - set(ENTRY_KEYS) or "path" not in entry:
                 raise ValueError(f"dataset entry {dict(entry)!r}: expected keys {', '.join(ENTRY_KEYS)}")
             path, weight = str(entry["path"]), entry.get("weight", 1.0)
@@ -84,7 +87,7 @@ def dataset_entries(value: Any) -> list[DatasetEntry]:
             except (TypeError, ValueError):
                 raise ValueError(f"dataset {path!r}: weight {weight!r} is not a number") from None
             manifest = entry.get("manifest")
-            entries.append(DatasetEntry(path, weight, None if manifest is None else str(manifest)))
+            entries.append(DatasetEntry(path, weight, str(manifest) if manifest else None))
         else:
             raise ValueError(f"dataset entry {entry!r} is neither a path/URL nor a mapping")
     for entry in entries:
@@ -146,3 +149,25 @@ def first_manifest(value: Any) -> tuple[str, Manifest]:
     layout follow (the loader refuses datasets whose provenance differs from it)."""
     location = locate_manifests(value)[0][1]
     return location, read_manifest(location)
+
+
+PROVENANCE_SHAPE_FIELDS = ("resolution", "buckets")
+"""Provenance fields that may differ between mixed datasets: batches are grouped by shape."""
+
+
+def read_manifests(value: Any) -> list[tuple[str, Manifest]]:
+    """(dataset as written, its manifest) for every dataset of a data value."""
+    return [(entry.path, read_manifest(location)) for entry, location in locate_manifests(value)]
+
+
+def check_same_provenance(named: Sequence[tuple[str, Manifest]], reference: Optional[tuple[str, Manifest]] = None
+                          ) -> None:
+    """Refuse datasets whose encoders, their dims, the latent normalisation or the storage differ
+    from the reference (default: the first dataset); the message names the dataset and the difference."""
+    base_name, base = reference if reference is not None else named[0]
+    for name, manifest in named:
+        if manifest is base:
+            continue
+        diff = compare_provenance(base.provenance, manifest.provenance, ignore=PROVENANCE_SHAPE_FIELDS)
+        if diff:
+            raise ValueError(f"dataset {name!r} has a different provenance from {base_name!r}: " + "; ".join(diff))

@@ -43,7 +43,7 @@ def start_training(cfg: RunConfig, run_dir: Path, nproc: int | None = None) -> i
     from mmdit_scale.config import ConfigError, load_config, to_dict
     from mmdit_scale.config.validate import require_train_data
     from mmdit_scale.run import checkpoints, layout
-    from mmdit_scale.run.data_dims import fill_input_dims
+    from mmdit_scale.run.data_dims import check_sources, fill_from_data
     from mmdit_scale.train.ds_config import grad_accumulation
     from mmdit_scale.train.init_from import check_init_source
 
@@ -51,7 +51,8 @@ def start_training(cfg: RunConfig, run_dir: Path, nproc: int | None = None) -> i
         world = slurm_layout(dict(os.environ), nproc) or local_layout(dict(os.environ), nproc)
         grad_accumulation(cfg, world.world_size)
         require_train_data(cfg)
-        cfg, filled = fill_input_dims(cfg)
+        cfg, filled = fill_from_data(cfg)
+        check_sources(cfg)
     except (ConfigError, ValueError) as err:
         return _fail(str(err))
     if filled:

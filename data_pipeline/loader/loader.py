@@ -19,14 +19,15 @@ from typing import Any, Iterator, Optional, Union
 
 from data_pipeline.format import TENSOR_DTYPES
 from data_pipeline.loader.config import LoaderConfig
+from data_pipeline.loader.interleave import run_inline, run_processes, run_threads
 from data_pipeline.loader.pool import shared_memory_reuse_available
 from data_pipeline.loader.sample_reader import ST_NAMES, Counters
 from data_pipeline.loader.shared import SharedRing
-from data_pipeline.loader.spec import DatasetSpec, check_same_provenance, parse_datasets
+from data_pipeline.loader.spec import DatasetSpec, parse_datasets
 from data_pipeline.loader.state import (EXACT_KEYS, STATE_VERSION, fingerprint, plan_from_list, plan_reshard,
                                         plan_to_list)
 from data_pipeline.loader.stream import Source, Stream, StreamSpec, StreamState
-from data_pipeline.loader.interleave import run_inline, run_processes, run_threads
+from data_pipeline.locate import check_same_provenance
 from data_pipeline.manifest import Manifest, check_against_model
 
 
@@ -57,7 +58,8 @@ class ShardLoader:
         self.cfg, self.rank, self.world_size, self.validation = cfg, rank, world_size, validation
         self.datasets = data if isinstance(data, list) and data and isinstance(data[0], DatasetSpec) \
             else parse_datasets(data)
-        check_same_provenance(self.datasets, reference)
+        check_same_provenance([(d.name, d.manifest) for d in self.datasets],
+                              None if reference is None else ("the training data", reference))
         self.manifest = self.datasets[0].manifest
         prov = self.manifest.provenance
         self.model = ModelDims.of(model) if model is not None else None

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from data_pipeline.locate import (SHARD_NAME, DatasetEntry, expand_shards, local_path, locate_manifests,
                                   read_manifest)
-from data_pipeline.manifest import Manifest, compare_provenance
+from data_pipeline.manifest import Manifest
 
 
 @dataclass
@@ -65,20 +65,3 @@ def _dataset(entry: DatasetEntry, location: str) -> DatasetSpec:
 def parse_datasets(value: Any) -> list[DatasetSpec]:
     """`data.train` (or `data.val`) -> datasets; raises ValueError naming the bad entry."""
     return [_dataset(entry, location) for entry, location in locate_manifests(value)]
-
-
-PROVENANCE_SHAPE_FIELDS = ("resolution", "buckets")
-"""Provenance fields that may differ between mixed datasets: batches are grouped by shape."""
-
-
-def check_same_provenance(specs: list[DatasetSpec], reference: Optional[Manifest] = None,
-                          reference_name: str = "the training data") -> None:
-    """Refuse datasets whose encoders, latent normalisation or storage differ; name the difference."""
-    base_name, base = (reference_name, reference) if reference is not None else (specs[0].name, specs[0].manifest)
-    for spec in specs:
-        if spec.manifest is base:
-            continue
-        diff = compare_provenance(base.provenance, spec.manifest.provenance, ignore=PROVENANCE_SHAPE_FIELDS)
-        if diff:
-            raise ValueError(f"dataset {spec.name!r} has a different provenance from {base_name!r}: "
-                             + "; ".join(diff))

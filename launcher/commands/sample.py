@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=28, metavar="N", help="Euler steps (default: 28)")
     parser.add_argument("--cfg", type=float, default=3.0, metavar="S", help="guidance scale; 1 = none (default: 3)")
     parser.add_argument("--shift", type=float, default=None, metavar="A",
-                        help="timestep shift of the sampling grid (default: the run's flow.shift)")
+                        help="timestep shift of the sampling grid (default: the run's training rule, "
+                             "flow.shift at data.resolution)")
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="noise seed (default: 0)")
     parser.add_argument("--per-prompt", type=int, default=1, metavar="K", help="images per prompt (default: 1)")
     parser.add_argument("--ema", action="store_true", help="use the EMA weights")
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         settings = SampleSettings(steps=args.steps, cfg=args.cfg, shift=args.shift, seed=args.seed, ema=args.ema,
                                   per_prompt=args.per_prompt)
         sampler = RunSampler(args.path, ema=args.ema, device=args.device)
+        settings = sampler.resolved(settings)
         images = sampler.sample(args.prompt, settings)
     except (FileNotFoundError, ValueError, SamplingError) as err:
         print(f"mmdit-scale sample: error: {err}", file=sys.stderr)

@@ -10,6 +10,7 @@ from mmdit_scale.config.load import load_config, to_dict, to_yaml
 from mmdit_scale.config.schema import (
     CheckpointConfig,
     DataConfig,
+    DataSource,
     EvalConfig,
     FlowConfig,
     LoggingConfig,
@@ -24,6 +25,7 @@ __all__ = [
     "CheckpointConfig",
     "ConfigError",
     "DataConfig",
+    "DataSource",
     "EvalConfig",
     "FlowConfig",
     "LoggingConfig",

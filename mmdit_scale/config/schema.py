@@ -7,8 +7,9 @@ Pure Python: importing this module must not import torch.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Optional, Union
 
 from mmdit_scale.flow.names import FORMULATIONS, MODE_S_MAX, MODE_S_MIN, TIMESTEP_SAMPLERS
 from mmdit_scale.model.config import MMDiTConfig
@@ -48,15 +49,39 @@ class FlowConfig:
 
 
 @dataclass
+class DataSource:
+    """One dataset of a weighted mixture (`data.train: [{path: ..., weight: 3}, ...]`)."""
+
+    path: str = ""
+    """A shard directory, a brace pattern of shards, a `file:` path, or a `pipe:`/URL pattern."""
+    weight: float = 1.0
+    """Share of the mixture, relative to the other sources' weights."""
+    manifest: str = ""
+    """The dataset's manifest (path or URL); empty: found beside its shards (data_pipeline/locate.py)."""
+
+    def __post_init__(self) -> None:
+        _require(bool(self.path), "a data source needs a path")
+        _require(math.isfinite(self.weight) and self.weight > 0,
+                 f"data source {self.path!r}: weight must be a finite number > 0, got {self.weight}")
+
+
+DataValue = Union[str, tuple[DataSource, ...]]
+"""One dataset (a path, pattern or URL), or a weighted mixture of them."""
+
+
+@dataclass
 class DataConfig:
     """Where the pre-encoded shards are and how batches are drawn from them."""
 
-    train: str = ""
-    """Directory of pre-encoded training shards (written by `mmdit-scale prepare`); empty: none yet."""
-    val: str = ""
-    """Directory of held-out shards for the validation loss; empty: no validation."""
-    resolution: int = 256
-    """Image side in pixels the shards were encoded at (latent side = resolution / 8)."""
+    train: DataValue = ""
+    """Pre-encoded training shards (written by `mmdit-scale prepare`): a directory, a brace pattern,
+    `file:`, a `pipe:`/URL pattern, or a list of `{path, weight[, manifest]}` to mix; empty: none yet."""
+    val: DataValue = ""
+    """Held-out shards for the validation loss, in the same forms; empty: no validation."""
+    resolution: Optional[int] = None
+    """Image side in pixels the shards were encoded at, the base size of the timestep shift rule
+    (flow.shift applies at resolution^2; buckets get flow.shift x sqrt(pixels / resolution^2)).
+    Unset: taken from data.train's manifest before any rank starts; set: it must agree with it."""
     buckets: tuple[tuple[int, int], ...] = ()
     """(H, W) pixel sizes of the aspect-ratio buckets the shards were encoded with, H * W about
     resolution^2 (SD3's mixed-aspect finetuning); empty: square resolution x resolution crops only.
@@ -69,7 +94,7 @@ class DataConfig:
     """Probability that each text encoder's part (CLIP-L, CLIP-G, T5) is zeroed, independently (CFG)."""
 
     def __post_init__(self) -> None:
-        _require(self.resolution > 0 and self.resolution % 8 == 0,
+        _require(self.resolution is None or (self.resolution > 0 and self.resolution % 8 == 0),
                  f"data.resolution must be a positive multiple of 8 (the autoencoder's factor), got {self.resolution}")
         _require(all(h > 0 and w > 0 and h % 8 == 0 and w % 8 == 0 for h, w in self.buckets),
                  f"data.buckets sides must be positive multiples of 8 (the autoencoder's factor), got {self.buckets}")
@@ -204,6 +229,10 @@ class EvalConfig:
     """Micro-batches of data.val per validation pass."""
     timesteps: int = 8
     """Equally spaced t values the loss is averaged over (SD3 scaling study: 8)."""
+    shifted: bool = False
+    """Shift those t values by the training rule for each batch's size (flow.shift x sqrt(bucket
+    pixels / data.resolution^2)). Off (the SD3 study's choice): the same unshifted t for every run,
+    so runs of different shifts stay comparable."""
     seed: int = 0
     """Seed of the fixed validation noise."""
 

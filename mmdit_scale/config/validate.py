@@ -76,11 +76,13 @@ def _convert(value: Any, hint: Any, dotted: str, source_of: SourceOf, root: type
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        if len(inner) != 1:
-            raise TypeError(f"schema type {hint!r} of {dotted!r}: only Optional[X] unions are supported")
         if value is None:
             raise _bad(dotted, _describe(hint), value, source_of)
-        return _convert(value, inner[0], dotted, source_of, root)
+        # A value picks the alternative of its own shape: a string a `str`, a list a tuple type.
+        chosen = [a for a in inner if _shape_fits(value, a)] if len(inner) > 1 else inner
+        if not chosen:
+            raise _bad(dotted, _describe(hint), value, source_of)
+        return _convert(value, chosen[0], dotted, source_of, root)
     if origin is Literal:
         # `type(c) is type(value)`: True == 1 in Python, but `zero_stage: true` is a mistake.
         for choice in args:
@@ -107,16 +109,28 @@ def _convert(value: Any, hint: Any, dotted: str, source_of: SourceOf, root: type
     raise TypeError(f"schema type {hint!r} of {dotted!r} is not supported by the config loader")
 
 
+def _shape_fits(value: Any, hint: Any) -> bool:
+    """Whether `value` has the outer shape of `hint` (mapping, list or scalar type)."""
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, Mapping)
+    if get_origin(hint) is tuple:
+        return isinstance(value, (list, tuple))
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
 def _describe(hint: Any) -> str:
     origin, args = get_origin(hint), get_args(hint)
     if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args if a is not type(None)) + " or null"
+        named = " or ".join(_describe(a) for a in args if a is not type(None))
+        return named + " or null" if type(None) in args else named
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
             return f"a list of {_describe(args[0])}"
         return f"a list ({', '.join(_describe(a) for a in args)})"
+    if dataclasses.is_dataclass(hint):
+        return "a mapping (" + ", ".join(_fields(hint)) + ")"
     return getattr(hint, "__name__", repr(hint))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ from data_pipeline.format import assemble_text, text_key
 from data_pipeline.layout import CLIP_ENCODERS
 from data_pipeline.locate import first_manifest
 from data_pipeline.manifest import AUTOENCODER, EncoderInfo, Provenance
-from mmdit_scale.flow import euler_sample, get_formulation
+from mmdit_scale.flow import euler_sample, get_formulation, shift_for_size
 from mmdit_scale.run import checkpoints
 
 SD3_TOKENIZER_DIRS = {"text_encoder": "tokenizer", "text_encoder_2": "tokenizer_2", "text_encoder_3": "tokenizer_3"}
@@ -38,7 +38,8 @@ class SampleSettings:
     cfg: float = 3.0
     """Classifier-free guidance scale; 1 turns guidance off."""
     shift: float | None = None
-    """Timestep shift of the sampling grid; None: the run's flow.shift (SD3 samples as it trains)."""
+    """Timestep shift of the sampling grid; None: the training rule for the image's size (the run's
+    flow.shift at data.resolution^2, times sqrt(pixels / data.resolution^2)): SD3 samples as it trains."""
     seed: int = 0
     """Seed of the initial noise: same seed, prompts and checkpoint, same images."""
     ema: bool = False
@@ -143,16 +144,25 @@ class RunSampler:
         side = self.provenance.resolution // lat.factor
         return lat.channels, side, side
 
+    def resolved(self, settings: SampleSettings) -> SampleSettings:
+        """`settings` with the shift that sampling uses filled in (what the grid's JSON records)."""
+        if settings.shift is not None:
+            return settings
+        _, h, w = self.latent_shape()
+        factor = self.provenance.latent.factor
+        return replace(settings, shift=shift_for_size(self.config.flow.shift, (h * factor, w * factor),
+                                                      self.config.data.resolution))
+
     @torch.no_grad()
     def sample(self, prompts: list[str], settings: SampleSettings) -> np.ndarray:
         """(len(prompts) * per_prompt, H, W, 3) uint8 images, prompt-major."""
+        settings = self.resolved(settings)
         expanded = [p for p in prompts for _ in range(settings.per_prompt)]
         context, pooled = self.encode_prompts(expanded)
         generator = torch.Generator().manual_seed(settings.seed)
         noise = torch.randn((len(expanded),) + self.latent_shape(), generator=generator)
-        shift = self.config.flow.shift if settings.shift is None else settings.shift
         z = euler_sample(self.model, noise.to(self.device), settings.steps, formulation=self.formulation,
-                         shift=shift, cfg=settings.cfg,
+                         shift=settings.shift, cfg=settings.cfg,
                          cond={"context": context.to(self.device), "pooled": pooled.to(self.device)},
                          uncond={"context": torch.zeros_like(context, device=self.device),
                                  "pooled": torch.zeros_like(pooled, device=self.device)})

@@ -73,6 +73,7 @@ def read_run(path: str | Path, name: Optional[str] = None) -> Run:
     from mmdit_scale.config import ConfigError, load_config
     from mmdit_scale.plan.flops import training_flops
     from mmdit_scale.plan.params import count_parameters
+    from mmdit_scale.run.data_dims import fill_from_data
 
     path = Path(path)
     config, metrics = path / CONFIG_FILE, metrics_path(path)
@@ -83,6 +84,7 @@ def read_run(path: str | Path, name: Optional[str] = None) -> Run:
         cfg = load_config(config)
     except ConfigError as err:
         raise RunDirError(f"{config}: {err}") from None
+    cfg, _ = fill_from_data(cfg, sd3_fallback=True)  # runs of older code may leave data.resolution unset
     layout = token_layout(cfg)
     tokens = square_tokens(cfg, layout)
     per_sample = training_flops(cfg.model, tokens).training

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from mmdit_scale.flow.formulation import FlowLoss, Formulation
     from mmdit_scale.flow.registry import get_formulation
     from mmdit_scale.flow.ode import euler_sample, sampling_timesteps
-    from mmdit_scale.flow.shift import shift_for_resolution, shift_timesteps
+    from mmdit_scale.flow.shift import shift_for_resolution, shift_for_size, shift_timesteps
     from mmdit_scale.flow.timestep_samplers import TimestepSampler, get_timestep_sampler
     from mmdit_scale.flow.fixed_t_loss import (VALIDATION_TIMESTEPS, ValidationLoss, validation_loss, validation_noise,
                                               validation_timesteps)
@@ -27,6 +27,7 @@ _LAZY = {
     "euler_sample": "mmdit_scale.flow.ode",
     "sampling_timesteps": "mmdit_scale.flow.ode",
     "shift_for_resolution": "mmdit_scale.flow.shift",
+    "shift_for_size": "mmdit_scale.flow.shift",
     "shift_timesteps": "mmdit_scale.flow.shift",
     "TimestepSampler": "mmdit_scale.flow.timestep_samplers",
     "get_timestep_sampler": "mmdit_scale.flow.timestep_samplers",

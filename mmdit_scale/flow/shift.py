@@ -41,3 +41,10 @@ def shift_for_resolution(target: int | tuple[int, int], base: int | tuple[int, i
     if target_px <= 0 or base_px <= 0:
         raise ValueError(f"pixel counts must be positive, got {target!r} and {base!r}")
     return math.sqrt(target_px / base_px)
+
+
+def shift_for_size(shift: float, size: tuple[int, int], resolution: int) -> float:
+    """The shift of one batch of `size` = (height, width) pixels: `shift` (the recipe's flow.shift)
+    at the `resolution` x `resolution` base, times sqrt(size pixels / base pixels) for other sizes
+    (the paper's rule, applied to aspect buckets). Training, validation and sampling all use it."""
+    return shift * shift_for_resolution(size, (resolution, resolution))

@@ -18,7 +18,7 @@ from mmdit_scale.plan.params import ParamCount, count_parameters
 from mmdit_scale.plan.suggest import Suggestion, suggestions
 from mmdit_scale.plan.peaks import PEAK_TFLOPS, PLAN_GPU
 from mmdit_scale.plan.tokens import TokenLayout, Tokens, largest_tokens, square_tokens, token_layout
-from mmdit_scale.run.data_dims import fill_input_dims
+from mmdit_scale.run.data_dims import fill_from_data
 
 DEFAULT_MFU = 0.4
 
@@ -98,7 +98,7 @@ class Plan:
 
 
 def make_plan(cfg: RunConfig, hardware: Hardware, params: Optional[ParamCount] = None) -> Plan:
-    cfg, filled = fill_input_dims(cfg, sd3_fallback=True)
+    cfg, filled = fill_from_data(cfg, sd3_fallback=True)
     params = params or count_parameters(cfg.model)
     layout = token_layout(cfg)
     tokens, largest = square_tokens(cfg, layout), largest_tokens(cfg, layout)

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from data_pipeline.loader import ShardLoader
-from mmdit_scale.flow import get_formulation, validation_loss, validation_timesteps
+from mmdit_scale.flow import get_formulation, shift_timesteps, validation_loss, validation_timesteps
 
 
 def sample_noise(keys: list[str], shape: tuple[int, ...], seed: int) -> torch.Tensor:
@@ -31,10 +31,19 @@ def sample_noise(keys: list[str], shape: tuple[int, ...], seed: int) -> torch.Te
 
 class Validator:
     def __init__(self, loader: ShardLoader, formulation: str, batches: int, timesteps: int, seed: int,
-                 dtype: torch.dtype, device: torch.device):
+                 dtype: torch.dtype, device: torch.device, shift_for: Callable[[int, int], float] | None = None):
+        """`shift_for(h, w)`: the training rule's shift for a latent of h x w (`eval.shifted`), or
+        None for the study's unshifted t. Losses are reported under the unshifted t either way."""
         self.loader, self.batches, self.seed, self.dtype, self.device = loader, batches, seed, dtype, device
         self.timesteps = validation_timesteps(timesteps)
+        self.shift_for = shift_for
         self.formulation = get_formulation(formulation)
+
+    def batch_timesteps(self, height: int, width: int) -> tuple[float, ...]:
+        """The validation t of a batch whose latent is height x width."""
+        if self.shift_for is None:
+            return self.timesteps
+        return tuple(shift_timesteps(t, self.shift_for(height, width)) for t in self.timesteps)
 
     def run(self, model_fn: Callable[..., torch.Tensor]) -> tuple[float, dict[str, float]]:
         """(mean, loss per t) over all ranks; a collective (every rank runs the same number of passes)."""
@@ -49,7 +58,7 @@ class Validator:
         for batch in batches[:n]:
             x0 = batch["latent"].to(self.device, torch.float32)  # (B, C, h, w)
             noise = sample_noise(batch["keys"], tuple(x0.shape[1:]), self.seed).to(self.device)
-            result = validation_loss(self.formulation, model_fn, x0, noise, self.timesteps,
+            result = validation_loss(self.formulation, model_fn, x0, noise, self.batch_timesteps(*x0.shape[2:]),
                                      context=batch["context"].to(self.device, self.dtype),
                                      pooled=batch["pooled"].to(self.device, self.dtype))
             sums += result.per_t.double() * x0.shape[0]

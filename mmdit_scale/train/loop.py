@@ -62,7 +62,7 @@ class Trainer:
         self.step_fn = TrainStep(self.engine, cfg, tokens, device, self.rank, self.grad_accum)
         self.validator = None if validation is None or not cfg.eval.every else Validator(
             validation, cfg.flow.formulation, cfg.eval.val_batches, cfg.eval.timesteps, cfg.eval.seed,
-            compute_dtype(cfg), device)
+            compute_dtype(cfg), device, self.step_fn.shift if cfg.eval.shifted else None)
         self.grids = None if not cfg.logging.sample_every else self._grid_sampler(validation)
         self.peak = peak_flops(device_name, cfg.parallel.precision, cfg.logging.peak_tflops)
 

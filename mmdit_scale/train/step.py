@@ -3,7 +3,7 @@
 Timesteps and noise come from a generator seeded by (train.seed, step, rank, micro-batch), not
 from a running RNG, so a resumed run draws exactly what an uninterrupted one would. Timesteps are
 drawn from `flow.timestep_sampler`, then shifted for the batch's bucket:
-alpha = flow.shift * sqrt(bucket pixels / data.resolution^2) (`flow.shift_for_resolution`), i.e.
+alpha = flow.shift * sqrt(bucket pixels / data.resolution^2) (`flow.shift_for_size`), i.e.
 `flow.shift` at the recipe's resolution and the paper's sqrt(m/n) rule for buckets of other areas.
 The FLOPs each step logs (for MFU) are `plan`'s exact count for the batch's tokens.
 
@@ -20,7 +20,7 @@ import torch
 
 from data_pipeline.loader.rng import hash_ints
 from mmdit_scale.config.schema import FlowConfig, RunConfig
-from mmdit_scale.flow import get_formulation, get_timestep_sampler, shift_for_resolution, shift_timesteps
+from mmdit_scale.flow import get_formulation, get_timestep_sampler, shift_for_size, shift_timesteps
 from mmdit_scale.flow.timestep_samplers import TimestepSampler
 from mmdit_scale.plan.flops import training_flops
 from mmdit_scale.plan.tokens import TokenLayout, Tokens, sample_tokens
@@ -70,8 +70,8 @@ class TrainStep:
 
     def shift(self, height: int, width: int) -> float:
         """Timestep shift for a latent of height x width."""
-        factor, base = self.tokens.autoencoder_factor, self.cfg.data.resolution
-        return self.cfg.flow.shift * shift_for_resolution((height * factor, width * factor), (base, base))
+        factor = self.tokens.autoencoder_factor
+        return shift_for_size(self.cfg.flow.shift, (height * factor, width * factor), self.cfg.data.resolution)
 
     def sample_cost(self, height: int, width: int) -> tuple[Tokens, float]:
         """Tokens and training FLOPs of one sample whose latent is height x width (cached per shape)."""

@@ -285,11 +285,11 @@ def test_fatal_errors_exit_nonzero(demo_encoders, tmp_path, capsys):
 def test_the_tiny_recipe_takes_its_input_dims_from_demo_shards(demo_encoders, tmp_path):
     """recipes/tiny.yaml sets no input dims: `train` fills them from the manifest prepare wrote."""
     from mmdit_scale.config import load_config
-    from mmdit_scale.run.data_dims import fill_input_dims
+    from mmdit_scale.run.data_dims import fill_from_data
 
     write_demo_data(tmp_path / "in", count=4, side=32)
     _prepare(tmp_path / "in", tmp_path / "out", demo_encoders)
-    cfg, note = fill_input_dims(load_config(Path(__file__).parents[2] / "recipes" / "tiny.yaml",
+    cfg, note = fill_from_data(load_config(Path(__file__).parents[2] / "recipes" / "tiny.yaml",
                                             [f"data.train={tmp_path / 'out'}"]))
     m = cfg.model
     assert (m.in_channels, m.context_dim, m.pooled_dim) == (12, 64, 64)  # pixel autoencoder; T5 64; CLIP 32 + 32

@@ -64,3 +64,20 @@ def test_recipe_trains_on_demo_shards_with_no_edits(recipe, px, demo_shards, tmp
     weights = load_file(ckpt / layout.MODEL_FILE)
     assert weights["x_embedder.proj.weight"].shape[1] == DEMO_DIMS["in_channels"]
     assert weights["context_embedder.weight"].shape[1] == DEMO_DIMS["context_dim"]
+
+
+def test_a_pipe_spec_trains_with_dims_and_resolution_from_its_manifest(demo_shards, tmp_path):
+    """A remote store stood in for by `pipe:cat`: nothing is read as a local path before the ranks start."""
+    shards = demo_shards[32]
+    spec = f"pipe:cat {shards}/shard-{{000000..000000}}.tar"
+    cmd = [sys.executable, "-m", "launcher.cli", "train", "recipes/tiny.yaml", f"data.train={spec}",
+           "train.steps=2", "train.global_batch=4", "train.micro_batch=4", "checkpoint.every=2", "eval.every=0",
+           "--nproc", "1", "--run-dir", str(tmp_path / "run")]
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (f"model.in_channels=12 model.context_dim=64 model.pooled_dim=64 data.resolution=32 from the manifest "
+            f"pipe:cat {shards}/manifest.json") in done.stdout
+    saved = load_config(tmp_path / "run" / layout.CONFIG_FILE)
+    assert saved.data.train == spec and saved.data.resolution == 32
+    assert checkpoints.read_latest(tmp_path / "run" / layout.CHECKPOINTS).name == "step_0000002"

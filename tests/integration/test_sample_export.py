@@ -6,6 +6,7 @@ output depends on every weight; the trainer itself is exercised by test_train an
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from launcher.demo_job import DEMO_TEXT_TOKENS
 from mmdit_scale.eval.sampling import RunSampler, SampleSettings, write_grid
 from mmdit_scale.model import MMDiT
 from mmdit_scale.run import checkpoints, layout
-from mmdit_scale.run.data_dims import fill_input_dims
+from mmdit_scale.run.data_dims import fill_from_data
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPTS = ["a red circle in the top left", "a blue square in the bottom right"]
@@ -44,7 +45,7 @@ def run_dir(tmp_path_factory, demo_encoders) -> Path:
     write_demo_data(root / "images", count=8)
     run_prepare(PrepareOptions(input=root / "images", output=root / "shards",
                                encoders=demo_encoders, resolution=32, progress=False))
-    cfg, _ = fill_input_dims(load_config(REPO / "recipes" / "demo.yaml", [f"data.train={root / 'shards'}"]))
+    cfg, _ = fill_from_data(load_config(REPO / "recipes" / "demo.yaml", [f"data.train={root / 'shards'}"]))
     model = MMDiT(cfg.model)
     ckpt = root / "run" / layout.CHECKPOINTS / layout.checkpoint_name(7)
     ckpt.mkdir(parents=True)
@@ -82,6 +83,7 @@ def test_sample_writes_a_deterministic_grid_that_depends_on_prompt_seed_and_weig
     record = json.loads((tmp_path / "a.json").read_text())
     assert record["prompts"] == PROMPTS and record["steps"] == 4 and record["cfg"] == 3.0
     assert record["checkpoint"].endswith("step_0000007")
+    assert record["shift"] == sampler.config.flow.shift == 3.0   # the shift used, at the run's own resolution
 
     settings = SampleSettings(steps=4, per_prompt=2)
     images = sampler.sample(PROMPTS, settings)
@@ -140,3 +142,14 @@ def test_safetensors_export_round_trips(run_dir, tmp_path):
 
     with safe_open(out, "pt") as f:
         assert json.loads(f.metadata()["mmdit_config"])["in_channels"] == 12
+
+
+def test_sampling_follows_the_training_shift_rule_for_its_size(sampler):
+    """32 px images from a run whose data.resolution is 16: flow.shift x sqrt(32^2 / 16^2)."""
+    base = sampler.config
+    try:
+        sampler.config = replace(base, data=replace(base.data, resolution=16))
+        assert sampler.resolved(SampleSettings()).shift == pytest.approx(2 * base.flow.shift)
+        assert sampler.resolved(SampleSettings(shift=1.5)).shift == 1.5   # an explicit shift wins
+    finally:
+        sampler.config = base

@@ -84,7 +84,7 @@ def test_unknown_key_in_override_names_nearest_key(override: str, unknown: str, 
     ("train.steps=true", "expected int, got bool True"),
     ("train.steps=2.5", "expected int, got float 2.5"),
     ("model.qk_norm=1", "expected bool, got int 1"),
-    ("data.train=", "expected str, got null"),
+    ("data.train=", "expected str or a list of a mapping (path, weight, manifest), got null"),
     ("optim.betas=[0.9]", "expected a list (float, float), got list [0.9]"),
     ("optim=3", "expected a section (mapping of keys), got int 3"),
 ])

@@ -1,4 +1,5 @@
 """The shard sample format, text assembly and manifest/provenance helpers (no encoders needed)."""
+import os
 import json
 
 import pytest
@@ -206,3 +207,23 @@ def test_manifest_save_load_and_merge(tmp_path):
     loaded[1].provenance = _provenance(channels=4)
     with pytest.raises(ValueError, match="part 1 differs from part 0: .*latent.channels: 16 vs 4"):
         merge_parts(loaded)
+
+
+def test_directory_hashes_are_cached_by_name_size_and_mtime(tmp_path, monkeypatch):
+    from data_pipeline.encoders import files
+
+    monkeypatch.setenv(files.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights")
+    reads = []
+    real = files._content_hash
+    monkeypatch.setattr(files, "_content_hash", lambda paths, root: reads.append(root) or real(paths, root))
+    first = files.weights_sha256(str(model))
+    assert files.weights_sha256(str(model)) == first and len(reads) == 1   # the second call reads no weights
+    os.utime(model / "model.safetensors", ns=(1, 1))                      # touched: hashed again, same bytes
+    assert files.weights_sha256(str(model)) == first and len(reads) == 2
+    (model / "model.safetensors").write_bytes(b"other weights")
+    assert files.weights_sha256(str(model)) != first and len(reads) == 3
+    monkeypatch.setenv(files.CACHE_DIR_ENV, str(tmp_path / "fresh"))
+    assert files.weights_sha256(str(model)) == real([model / "model.safetensors"], model)

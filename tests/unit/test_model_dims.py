@@ -23,7 +23,7 @@ from mmdit_scale.run.layout import write_config
 from mmdit_scale.model import MMDiT, MMDiTConfig
 from mmdit_scale.model.config import SD3_INPUT_DIMS, InputDims
 from mmdit_scale.run import exit_codes
-from mmdit_scale.run.data_dims import fill_input_dims
+from mmdit_scale.run.data_dims import fill_from_data
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "recipes" / "tiny.yaml"
@@ -50,7 +50,7 @@ def shards(tmp_path: Path, name: str) -> Path:
 @pytest.mark.parametrize("name", DATASETS)
 def test_unset_dims_come_from_the_manifest_and_the_loader_accepts_them(name: str, tmp_path: Path) -> None:
     data = shards(tmp_path, name)
-    cfg, note = fill_input_dims(load_config(TINY, [f"data.train={data}"]))
+    cfg, note = fill_from_data(load_config(TINY, [f"data.train={data}"]))
     m = cfg.model
     assert InputDims(m.in_channels, m.context_dim, m.pooled_dim) == DATASETS[name][1]
     assert m.out_channels == m.in_channels and m.missing_input_dims() == ()
@@ -60,8 +60,10 @@ def test_unset_dims_come_from_the_manifest_and_the_loader_accepts_them(name: str
     assert (m.in_channels, m.context_dim, m.pooled_dim) == (provenance.latent.channels, layout.width, layout.pooled_dim)
     assert check_against_model(provenance, in_channels=m.in_channels, context_dim=m.context_dim,
                                pooled_dim=m.pooled_dim, patch_size=m.patch_size) == []
+    assert cfg.data.resolution == provenance.resolution
     assert note == (f"model.in_channels={m.in_channels} model.context_dim={m.context_dim} "
-                    f"model.pooled_dim={m.pooled_dim} from the manifest {data / 'manifest.json'}")
+                    f"model.pooled_dim={m.pooled_dim} data.resolution={provenance.resolution} "
+                    f"from the manifest {data / 'manifest.json'}")
     # A batch of these shards goes through a model of these dims.
     batch = next(iter(ShardLoader(cfg.data.train, LoaderConfig(batch_size=2, shuffle_buffer=0), model=m)))
     with torch.no_grad():
@@ -70,11 +72,11 @@ def test_unset_dims_come_from_the_manifest_and_the_loader_accepts_them(name: str
 
 
 def test_the_saved_config_has_the_filled_dims(tmp_path: Path) -> None:
-    cfg, _ = fill_input_dims(load_config(TINY, [f"data.train={shards(tmp_path, 'demo')}"]))
+    cfg, _ = fill_from_data(load_config(TINY, [f"data.train={shards(tmp_path, 'demo')}"]))
     write_config(cfg, tmp_path / "config.yaml")
     back = load_config(tmp_path / "config.yaml")
     assert back == cfg and (back.model.in_channels, back.model.context_dim, back.model.pooled_dim) == (12, 64, 64)
-    assert fill_input_dims(back) == (back, "")  # a resume reads them, nothing left to fill
+    assert fill_from_data(back) == (back, "")  # a resume reads them, nothing left to fill
 
 
 def test_the_manifest_is_found_as_the_loader_finds_it(tmp_path: Path) -> None:
@@ -89,19 +91,19 @@ def test_the_manifest_is_found_as_the_loader_finds_it(tmp_path: Path) -> None:
     assert manifest_path(f"{data}/shard-{{000000..000001}}.tar") == expected
     assert os.path.samefile(manifest_path(f"file://{data}"), expected)
     assert manifest_path(f"pipe:cat {data}/shard-{{000000..000001}}.tar") == f"pipe:cat {expected}"
-    pattern, _ = fill_input_dims(load_config(TINY, [f"data.train={data}/shard-{{000000..000001}}.tar"]))
-    directory, _ = fill_input_dims(load_config(TINY, [f"data.train={data}"]))
+    pattern, _ = fill_from_data(load_config(TINY, [f"data.train={data}/shard-{{000000..000001}}.tar"]))
+    directory, _ = fill_from_data(load_config(TINY, [f"data.train={data}"]))
     assert pattern.model == directory.model
 
 
 def test_set_dims_are_kept_and_a_wrong_one_is_refused_by_name(tmp_path: Path) -> None:
     data = shards(tmp_path, "demo")
-    cfg, note = fill_input_dims(load_config(TINY, [f"data.train={data}", "model.in_channels=16"]))
+    cfg, note = fill_from_data(load_config(TINY, [f"data.train={data}", "model.in_channels=16"]))
     assert (cfg.model.in_channels, cfg.model.out_channels, cfg.model.context_dim) == (16, 16, 64)
-    assert note.startswith("model.context_dim=64 model.pooled_dim=64 from")
+    assert note.startswith("model.context_dim=64 model.pooled_dim=64 data.resolution=16 from")
     with pytest.raises(ValueError, match="latent has 12 channels but the model's in_channels is 16"):
         ShardLoader(cfg.data.train, LoaderConfig(batch_size=2), model=cfg.model)
-    wide, _ = fill_input_dims(load_config(TINY, [f"data.train={data}", "model.context_dim=128"]))
+    wide, _ = fill_from_data(load_config(TINY, [f"data.train={data}", "model.context_dim=128"]))
     with pytest.raises(ValueError, match="T5 hidden width 64 != model context_dim 128"):
         ShardLoader(wide.data.train, LoaderConfig(batch_size=2), model=wide.model)
 
@@ -134,7 +136,8 @@ def launcher(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_train_fails_before_any_rank_when_unset_dims_cannot_be_read(data: str, reason: str, tmp_path: Path) -> None:
     out = launcher(f"data.train={data.replace('TMP', str(tmp_path))}", cwd=tmp_path)
     assert out.returncode == exit_codes.CONFIG_ERROR, out.stderr
-    assert "model.in_channels, model.context_dim, model.pooled_dim unset and not readable from the data" in out.stderr
+    assert ("model.in_channels, model.context_dim, model.pooled_dim, data.resolution unset and not readable from "
+            "the data") in out.stderr
     assert reason.replace("TMP", str(tmp_path)) in out.stderr
     assert "set them in the recipe or as overrides (SD3: model.in_channels=16 model.context_dim=4096" in out.stderr
     assert not (tmp_path / "run").exists()
@@ -148,6 +151,6 @@ def test_plan_uses_the_manifest_or_says_it_assumed_sd3(tmp_path: Path, capsys) -
     assert dims["from"].endswith(f"from the manifest {data / 'manifest.json'}")
     assert cli.main(["plan", str(TINY), "--gpus", "1"]) == 0
     assert ("inputs       latent 16 channels, context 4096, pooled 2048; model.in_channels=16 model.context_dim=4096 "
-            "model.pooled_dim=2048 from SD3's defaults (data.train is empty: ") in capsys.readouterr().out
+            "model.pooled_dim=2048 data.resolution=256 from SD3's defaults (data.train is empty: ") in capsys.readouterr().out
     assert cli.main(["plan", "recipes/ladder/d15.yaml", "--gpus", "8", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["input_dims"]["from"] == "set in the recipe"

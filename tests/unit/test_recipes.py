@@ -65,7 +65,7 @@ def test_tiny_is_a_small_fp32_cpu_run() -> None:
     assert (m.depth, m.hidden_size, m.num_heads) == (2, 64, 2)
     assert m.missing_input_dims() == ("in_channels", "context_dim", "pooled_dim")  # from the shards' manifest
     assert cfg.parallel.precision == "fp32"
-    assert cfg.data.resolution == 8 * m.sample_size          # latents of the 8x autoencoder
+    assert cfg.data.resolution is None                        # from the shards' manifest, like the dims
     assert m.pos_embed_max_size >= m.sample_size // m.patch_size
     assert cfg.train.micro_batch <= cfg.train.global_batch <= 16
     assert cfg.data.train == "" and cfg.data.val == ""

@@ -26,8 +26,8 @@ def law(flops: np.ndarray | float) -> np.ndarray | float:
     return A * (np.asarray(flops) / 1e12) ** -B + C
 
 
-TINY_INPUTS = ("model.in_channels=16", "model.context_dim=64", "model.pooled_dim=64")
-"""recipes/tiny.yaml leaves its input dims to the shard manifest; these run dirs have none."""
+TINY_INPUTS = ("model.in_channels=16", "model.context_dim=64", "model.pooled_dim=64", "data.resolution=64")
+"""recipes/tiny.yaml leaves its input dims and resolution to the shard manifest; these run dirs have none."""
 
 
 def make_run(root: Path, depth: int, rng: np.random.Generator, noise: float = 0.001) -> Path:
