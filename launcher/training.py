@@ -39,13 +39,12 @@ def start_training(cfg: RunConfig, run_dir: Path, nproc: int | None = None) -> i
     `nproc` of them, default one per GPU (1 on CPU), or the surrounding SLURM job step's.
     Returns the run's exit code (`mmdit_scale.run.exit_codes`); a config that cannot start is
     refused with CONFIG_ERROR before any rank starts."""
-    from launcher.local_launch import launch, local_layout, slurm_layout
-    from mmdit_scale.config import ConfigError, load_config, to_dict
+    from launcher.local_launch import local_layout, slurm_layout
+    from mmdit_scale.config import ConfigError
     from mmdit_scale.config.validate import require_train_data
-    from mmdit_scale.run import checkpoints, layout
+    from mmdit_scale.run import lock as run_lock
     from mmdit_scale.run.data_dims import check_sources, fill_from_data
     from mmdit_scale.train.ds_config import grad_accumulation
-    from mmdit_scale.train.init_from import check_init_source
 
     try:
         world = slurm_layout(dict(os.environ), nproc) or local_layout(dict(os.environ), nproc)
@@ -58,11 +57,39 @@ def start_training(cfg: RunConfig, run_dir: Path, nproc: int | None = None) -> i
     if filled:
         print(f"{PREFIX}: {filled}", flush=True)
     run_dir = run_dir.resolve()
+    lock = None
+    if world.writes_config:  # node 0's launcher holds the run dir for the run's whole life
+        try:
+            lock, note = run_lock.acquire(run_dir)
+        except run_lock.RunDirBusy as err:
+            return _fail(str(err))
+        if note:
+            print(f"{PREFIX}: {note}", flush=True)
+    try:
+        return _start_locked(cfg, run_dir, world)
+    finally:
+        if lock is not None:
+            run_lock.release(lock)
+
+
+def _start_locked(cfg: RunConfig, run_dir: Path, world) -> int:
+    from launcher.local_launch import launch
+    from mmdit_scale.config import load_config, to_dict
+    from mmdit_scale.run import checkpoints, layout
+    from mmdit_scale.train.init_from import check_init_source
+
     config_path = run_dir / layout.CONFIG_FILE
     try:
         latest = checkpoints.read_latest(layout.checkpoints_root(cfg, run_dir))
         if latest is None:  # a resumed run has its own weights and ignores init_from
             check_init_source(cfg)
+        else:
+            changed = _changed_keys(to_dict(checkpoints.load_run_config(latest))["model"], to_dict(cfg)["model"],
+                                    "model.")
+            if changed:
+                raise ValueError(f"the model differs from the one {latest} was trained with, so it cannot resume "
+                                 f"({'; '.join(changed)}); use another --run-dir, or train.init_from to start a "
+                                 f"new run from these weights. {config_path} is left as it was")
     except ValueError as err:
         return _fail(str(err))
     if world.writes_config:

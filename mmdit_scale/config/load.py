@@ -87,8 +87,9 @@ def _override_layer(item: str) -> Layer:
         raise ConfigError(f"{label} is not of the form key=value (e.g. optim.lr=2e-4)")
     try:
         tree = OmegaConf.to_container(OmegaConf.from_dotlist([item]), resolve=False)
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"cannot parse {label}: {err}") from None
+    except (OmegaConfBaseException, yaml.YAMLError) as err:
+        reason = " ".join(str(err).split())  # YAML's multi-line message, on one line
+        raise ConfigError(f"cannot parse {label}: {reason}") from None
     return tree, label
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 from typing import Any, Callable, Literal, Mapping, Union, get_args, get_origin, get_type_hints
 
@@ -101,6 +102,8 @@ def _convert(value: Any, hint: Any, dotted: str, source_of: SourceOf, root: type
         return tuple(_convert(v, h, f"{dotted}[{i}]", source_of, root)
                      for i, (v, h) in enumerate(zip(value, element_hints)))
     if hint is float and type(value) in (int, float):
+        if not math.isfinite(value):  # YAML's .inf and .nan: no setting of ours means them
+            raise _bad(dotted, "a finite number", value, source_of)
         return float(value)
     if hint in (bool, int, float, str):
         if type(value) is hint:

@@ -8,7 +8,8 @@
         model.safetensors          consolidated fp32 master weights (MMDiT parameter names)
         ema.safetensors            consolidated fp32 EMA (absent when train.ema_every = 0)
         config.yaml                the resolved run config
-        trainer_state.json         step, samples seen, every rank's loader and RNG state
+        trainer_state.json         step, samples seen, every rank's loader and RNG state (JSON)
+        checksums.json             size and sha256 of every file above (run/integrity.py)
 
 A checkpoint is written as `.tmp-step_0000012/` and renamed when complete, and `latest` is
 replaced atomically after that, so a kill at any moment leaves `latest` naming a complete
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from data_pipeline.atomic import write_atomic
 from mmdit_scale.config import RunConfig, load_config
+from mmdit_scale.run.integrity import verify_file
 from mmdit_scale.run.layout import (CHECKPOINTS, CONFIG_FILE, EMA_FILE, LATEST, MODEL_FILE, STATE_FILE, TMP_PREFIX,
                                     checkpoints_root, step_of)
 
@@ -112,6 +114,7 @@ def load_weights(ckpt: Path, ema: bool = False) -> dict[str, "torch.Tensor"]:
     if not path.is_file():
         what = "an EMA (train.ema_every was 0)" if ema else "consolidated weights"
         raise FileNotFoundError(f"{ckpt} has no {path.name}: the run kept no {what}")
+    verify_file(ckpt, path.name)
     return load_file(path)
 
 

@@ -35,6 +35,8 @@ UNIVERSAL_TAG = "universal"
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
 STATE_FILE = "trainer_state.json"
+CHECKSUMS_FILE = "checksums.json"
+"""Size and sha256 of every other file of a checkpoint (`mmdit_scale.run.integrity`), written last."""
 TMP_PREFIX = ".tmp-"
 """A checkpoint directory being written: `.tmp-step_0000012/`."""
 _NAME = re.compile(r"^step_(\d{7,})$")

@@ -17,7 +17,7 @@ import torch.distributed as dist
 from mmdit_scale.config import RunConfig
 from mmdit_scale.plan.peaks import peak_flops
 from mmdit_scale.plan.tokens import TokenLayout
-from mmdit_scale.run import checkpoints, exit_codes, layout
+from mmdit_scale.run import checkpoints, exit_codes, integrity, layout
 from mmdit_scale.train import save_restore
 from mmdit_scale.train.save_restore import TrainerState
 from mmdit_scale.train.data import train_loader, val_loader
@@ -101,10 +101,37 @@ class Trainer:
             print(text, flush=True)
 
     def _latest(self) -> Path | None:
-        """The checkpoint to resume from, as rank 0 sees it (one answer for all ranks)."""
-        found = [str(checkpoints.read_latest(self.root) or "") if self.rank == 0 else None]
+        """The checkpoint to resume from, one answer for all ranks: the one `latest` names if every
+        file matches its checksums, else the newest older checkpoint that does (saying why). None
+        for a fresh run; SetupError when checkpoints exist but none is intact."""
+        found: list = [None]
+        if self.rank == 0:
+            try:
+                latest = checkpoints.read_latest(self.root)
+            except ValueError as err:
+                latest = None
+                self._say(f"{err}; looking for an older intact checkpoint")
+                found = [[str(p) for p in reversed(checkpoints.list_checkpoints(self.root))]]
+            else:
+                older = [p for p in reversed(checkpoints.list_checkpoints(self.root))
+                         if latest is not None and layout.step_of(p.name) < layout.step_of(latest.name)]
+                found = [[str(p) for p in ([latest] if latest is not None else []) + older]]
         dist.broadcast_object_list(found, src=0)
-        return Path(found[0]) if found[0] else None
+        candidates = [Path(c) for c in found[0]]
+        for ckpt in candidates:
+            shares: list = [None] * self.world
+            dist.all_gather_object(shares, integrity.problems(ckpt, self.rank, self.world))
+            problems = [p for share in shares for p in share]
+            if not problems:
+                if ckpt != candidates[0]:
+                    self._say(f"resuming from {ckpt.name}, the newest intact checkpoint, instead")
+                return ckpt
+            more = f"\n  and {len(problems) - 5} more" if len(problems) > 5 else ""
+            self._say(f"checkpoint {ckpt} is refused:\n  " + "\n  ".join(problems[:5]) + more)
+        if candidates:
+            raise SetupError(f"no intact checkpoint in {self.root} to resume from (see above); move the run dir "
+                             "aside or pass another --run-dir to start fresh")
+        return None
 
     def _resume_or_start(self) -> TrainerState:
         latest = self.resume_from
@@ -139,9 +166,11 @@ class Trainer:
         mean, per_t = self.validator.run(self.step_fn.model)
         metrics.log_val(step, mean, per_t)
 
-    def _save(self, state: TrainerState) -> None:
+    def _save(self, state: TrainerState, streak: int = 0) -> None:
         path = save_restore.save(self.engine, self.cfg, self.root, state, self.ema, self.loader.state_dict())
-        self._say(f"checkpoint {path}")
+        since = (f" (the weights of step {state.step - streak}: the {streak} step(s) since had non-finite values "
+                 "and changed nothing)") if streak else ""
+        self._say(f"checkpoint {path}{since}")
 
     def run(self) -> int:
         """Train to train.steps; returns an exit code (FINISHED or PREEMPTED)."""
@@ -184,8 +213,11 @@ class Trainer:
                     self._validate(step, metrics)
                 if self.grids is not None and step % cfg.logging.sample_every == 0:
                     metrics.log_grid(step, self.grids.run(self.step_fn.model, step))
-                if streak == 0 and (step % cfg.checkpoint.every == 0 or step == total or stop):
-                    self._save(state)
+                # During a streak of skipped updates a periodic checkpoint waits for a good step, but the
+                # last one is written anyway: skipped updates left weights and optimizer untouched, so it
+                # holds the last good state, and "finished" or "preempted" promise a checkpoint.
+                if (streak == 0 and step % cfg.checkpoint.every == 0) or step == total or stop:
+                    self._save(state, streak)
                 if stop:
                     self._say(f"preempted: stopped after step {step}; run the same command again to resume")
                     return exit_codes.PREEMPTED

@@ -12,7 +12,6 @@ Until step 3 `latest` names the previous checkpoint, which a restart resumes fro
 from __future__ import annotations
 
 import base64
-import io
 import json
 import random
 import shutil
@@ -29,7 +28,7 @@ from safetensors.torch import save as st_save
 
 from data_pipeline.atomic import fsync_dir, write_atomic
 from mmdit_scale.config import RunConfig
-from mmdit_scale.run import checkpoints, layout
+from mmdit_scale.run import checkpoints, integrity, layout
 from mmdit_scale.train import hooks
 from mmdit_scale.train.ema import ShardedEMA
 from mmdit_scale.train.engine import full_fp32_params
@@ -47,27 +46,41 @@ class TrainerState:
     world_size: int = 1
     loader: list[dict] = field(default_factory=list)
     """Every rank's training-loader state, indexed by rank."""
-    rng: list[str] = field(default_factory=list)
-    """Every rank's Python, numpy and torch RNG states (base64 of a torch.save blob), by rank."""
+    rng: list[dict] = field(default_factory=list)
+    """Every rank's Python, numpy and torch RNG states (plain JSON, `_rng_state`), by rank."""
 
 
-def _rng_blob() -> str:
-    states: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
-                              "torch": torch.get_rng_state()}
+def _rng_state() -> dict[str, Any]:
+    """This rank's Python, numpy, torch (and CUDA) RNG states as plain JSON: no pickle to load back."""
+    version, internal, gauss = random.getstate()
+    key, words, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [version, list(internal), gauss],
+        "numpy": [key, words.tolist(), int(pos), int(has_gauss), float(cached)],
+        "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode("ascii"),
+    }
     if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state()
-    buf = io.BytesIO()
-    torch.save(states, buf)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+        state["cuda"] = base64.b64encode(torch.cuda.get_rng_state().numpy().tobytes()).decode("ascii")
+    return state
 
 
-def _restore_rng(blob: str) -> None:
-    states = torch.load(io.BytesIO(base64.b64decode(blob)), weights_only=False)
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state(states["cuda"])
+def _bytes_tensor(text: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
+
+
+def _restore_rng(state: Any) -> bool:
+    """Restore `_rng_state()`'s output; False for a state this code does not read (an older
+    checkpoint's pickled blob, which is never unpickled)."""
+    if not isinstance(state, dict):
+        return False
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    key, words, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((key, np.array(words, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(_bytes_tensor(state["torch"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(_bytes_tensor(state["cuda"]))
+    return True
 
 
 def _gather(obj: Any) -> list[Any]:
@@ -93,7 +106,7 @@ def save(engine, cfg: RunConfig, root: Path, state: TrainerState, ema: ShardedEM
             pass
     ema_full = ema.consolidated() if ema.enabled else None
     state.loader = _gather(loader_state)
-    state.rng = _gather(_rng_blob())
+    state.rng = _gather(_rng_state())
     if rank == 0:
         write_atomic(tmp / layout.MODEL_FILE, st_save(weights))
         hooks.pause_in_checkpoint(state.step, tmp)
@@ -102,7 +115,11 @@ def save(engine, cfg: RunConfig, root: Path, state: TrainerState, ema: ShardedEM
         layout.write_config(cfg, tmp / layout.CONFIG_FILE)
         write_atomic(tmp / layout.STATE_FILE, json.dumps(asdict(state)).encode())
     dist.barrier()  # every rank's DeepSpeed shards are on disk
+    records: dict[str, dict] = {}
+    for share in _gather(integrity.hash_share(tmp, integrity.checkpoint_files(tmp), rank, dist.get_world_size())):
+        records.update(share)
     if rank == 0:
+        integrity.write_checksums(tmp, records)
         if final.exists():  # written by an attempt that died before updating `latest`
             shutil.rmtree(final)
         tmp.rename(final)
@@ -114,15 +131,18 @@ def save(engine, cfg: RunConfig, root: Path, state: TrainerState, ema: ShardedEM
 
 
 def prepare_universal(ckpt: Path) -> None:
-    """Convert `ckpt`'s DeepSpeed state to DeepSpeed's universal format (`universal/`), once.
+    """Convert `ckpt`'s DeepSpeed state to DeepSpeed's universal format (`universal/`).
 
     A collective: rank 0 converts (offline, in a subprocess), the others wait. The universal
     format stores every parameter and its optimizer state whole, so any world size can load it.
+    It is rebuilt on every such resume from the verified `deepspeed/` shards, never reused: its
+    files are pickles too, and the checkpoint's checksums do not cover them.
     """
     target = ckpt / layout.UNIVERSAL_TAG
-    if dist.get_rank() == 0 and not target.is_dir():
+    if dist.get_rank() == 0:
         tmp = ckpt / (layout.TMP_PREFIX + layout.UNIVERSAL_TAG)
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(target, ignore_errors=True)
         out = subprocess.run(
             [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(ckpt / layout.DS_TAG),
              "--output_folder", str(tmp), "--inject_missing_state", "--num_extract_workers", "1",
@@ -149,6 +169,8 @@ def load(engine, ckpt: Path, ema: ShardedEMA, device: torch.device) -> TrainerSt
         raise RuntimeError(f"DeepSpeed could not load {ckpt / tag}")
     if ema.enabled:
         ema.load(checkpoints.load_weights(ckpt, ema=True), device)
-    if same_world:
-        _restore_rng(state.rng[dist.get_rank()])
+    if same_world and not _restore_rng(state.rng[dist.get_rank()]):
+        if dist.get_rank() == 0:
+            print(f"{ckpt} keeps its RNG states in a form this version does not load (a pickle, never "
+                  "unpickled): they start fresh, so the resume is not bit-exact", flush=True)
     return state

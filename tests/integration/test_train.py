@@ -5,8 +5,10 @@ what it wrote (exit code, checkpoints, metrics.jsonl). Kept to a handful of shor
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
+import pickle
 import random
 import signal
 import subprocess
@@ -22,6 +24,7 @@ from data_pipeline.format import encode_sample, shard_name
 from data_pipeline.loader.synthetic import SyntheticSpec, make_sample, provenance_for
 from data_pipeline.manifest import AUTOENCODER, EncoderInfo, LatentInfo, Manifest, ShardInfo
 from data_pipeline.writer import ShardWriter
+from mmdit_scale.run import integrity
 
 pytestmark = pytest.mark.slow
 
@@ -240,3 +243,44 @@ def test_nonfinite_steps_in_a_row_stop_the_run(shards, tmp_path):
     assert train[3]["loss"] is None and all(train[s]["loss"] > 0 for s in (1, 2, 4))
     # A skipped update does not consume the schedule: step 4 is the 3rd update, lr 3/10 of the peak.
     assert [train[s]["lr"] for s in (1, 2, 4)] == pytest.approx([1e-4, 2e-4, 3e-4])
+
+
+def _pickle_that_touches(canary: Path) -> bytes:
+    """A pickle whose loading creates `canary`: what loading any pickle from a checkpoint could run."""
+    class Payload:
+        def __reduce__(self):
+            return exec, (f"open({str(canary)!r}, 'w').close()",)
+
+    return pickle.dumps(Payload())
+
+
+def test_an_altered_checkpoint_is_refused_and_its_pickles_never_run(shards, tmp_path):
+    """A file dropped into the newest checkpoint's DeepSpeed shards (a pickle that DeepSpeed's
+    universal conversion would load) and a truncated optimizer shard: the resume, on another world
+    size, names both, falls back to the older checkpoint, and no payload runs. Then a capable attacker
+    rewrites trainer_state.json's RNG states as a pickle and the checksums to match: our own state is
+    JSON, so the pickle is never loaded either."""
+    run, canary = tmp_path / "run", tmp_path / "CANARY"
+    assert finish(start(run, shards, "train.steps=4", "checkpoint.every=2", "checkpoint.keep=3", nproc=1), run) == 0
+    newest = run / "checkpoints" / "step_0000004"
+    (newest / "deepspeed" / "evil_model_states.pt").write_bytes(_pickle_that_touches(canary))
+    optim, = (newest / "deepspeed").glob("*optim_states.pt")
+    optim.write_bytes(optim.read_bytes()[:100])
+    assert finish(start(run, shards, "train.steps=6", "checkpoint.every=2", "checkpoint.keep=3"), run) == 0, \
+        log_of(run)
+    log = log_of(run)
+    assert f"checkpoint {newest} is refused:" in log
+    assert f"{newest}/deepspeed/evil_model_states.pt is not recorded in checksums.json" in log
+    assert f"{optim} has 100 bytes" in log and "(truncated or replaced)" in log
+    assert "resuming from step_0000002, the newest intact checkpoint, instead" in log
+    assert not canary.exists() and latest(run) == "step_0000006"
+
+    ckpt = run / "checkpoints" / "step_0000006"
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    state["rng"] = [base64.b64encode(_pickle_that_touches(canary)).decode()] * len(state["rng"])
+    (ckpt / "trainer_state.json").write_text(json.dumps(state))
+    integrity.write_checksums(ckpt, integrity.hash_share(ckpt, integrity.checkpoint_files(ckpt)))
+    assert finish(start(run, shards, "train.steps=8", "checkpoint.every=2", "checkpoint.keep=3"), run) == 0, \
+        log_of(run)
+    assert "keeps its RNG states in a form this version does not load (a pickle, never unpickled)" in log_of(run)
+    assert not canary.exists() and latest(run) == "step_0000008"
