@@ -160,10 +160,13 @@ def _say(text: str) -> None:
 
 
 class _Router:
-    """Launcher signal handlers: forward preemption requests to the ranks, kill on a second Ctrl-C."""
+    """Launcher signal handlers: forward preemption requests to the ranks, kill on a second Ctrl-C;
+    and stop every rank once one reports an error of its own (the others may be waiting for it in
+    a collective that never returns)."""
 
-    def __init__(self, agent: subprocess.Popen):
+    def __init__(self, agent: subprocess.Popen, status_dir: str):
         self.agent, self.requested, self.interrupts, self.last_sent = agent, 0, 0, 0.0
+        self.status_dir = status_dir
         for sig in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
 
@@ -196,6 +199,8 @@ class _Router:
             except subprocess.TimeoutExpired:
                 if self.requested and time.monotonic() - self.last_sent > _RESEND_S:
                     self.forward()
+                if any(code not in exit_codes.AGREED for code in read_exit_codes(self.status_dir).values()):
+                    self.agent.kill()  # its ranks follow it (parent-death signal)
 
 
 def launch(layout: Layout, run_dir: Path, env: dict[str, str] | None = None) -> int:
@@ -210,7 +215,7 @@ def launch(layout: Layout, run_dir: Path, env: dict[str, str] | None = None) -> 
         env["TORCHELASTIC_SIGNALS_TO_HANDLE"] = "SIGHUP,SIGQUIT"
         agent = subprocess.Popen(torchrun_command(layout, run_dir), env=env, preexec_fn=_agent_preexec,
                                  start_new_session=True)
-        router = _Router(agent)
+        router = _Router(agent, status_dir)
         agent_rc = router.wait()
         codes = read_exit_codes(status_dir)
     finally:
@@ -218,5 +223,4 @@ def launch(layout: Layout, run_dir: Path, env: dict[str, str] | None = None) -> 
     if len(codes) < layout.nproc_per_node:  # a rank died without reporting (killed, crashed hard)
         print(f"mmdit-scale train: {layout.nproc_per_node - len(codes)} rank(s) ended without an exit report "
               f"(agent exit status {agent_rc})", file=sys.stderr, flush=True)
-        return exit_codes.FAILED
-    return exit_codes.combine(list(codes.values()))
+    return exit_codes.combine(list(codes.values()), expected=layout.nproc_per_node)

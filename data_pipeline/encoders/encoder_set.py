@@ -57,6 +57,10 @@ class EncoderSet:
         return torch.cat([self.autoencoder.encode(images[i:i + bs].to(self.device)).float().cpu()
                           for i in range(0, len(images), bs)])
 
+    def truncations(self, caption: str) -> dict[str, str]:
+        """{encoder: the text it encodes} for each encoder whose token limit cuts `caption` short."""
+        return {name: cut for name, enc in self.text.items() if (cut := enc.truncated(caption)) is not None}
+
     def encode_captions(self, captions: list[str]) -> dict[str, dict[str, torch.Tensor]]:
         """{encoder: {"hidden": (B, T, D), "pooled": (B, P)?}} for every present text encoder."""
         bs = self.config.batch_size

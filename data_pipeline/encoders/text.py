@@ -31,6 +31,13 @@ class TextEncoder:
         model_cls = CLIPTextModelWithProjection if self.kind == "clip" else T5EncoderModel
         self.model = model_cls.from_pretrained(spec.path, dtype=dtype).to(device).eval()
 
+    def truncated(self, caption: str) -> str | None:
+        """The part of `caption` this encoder sees when it is longer than `tokens`, else None."""
+        if len(self.tokenizer(caption, truncation=False, verbose=False).input_ids) <= self.tokens:
+            return None
+        kept = self.tokenizer(caption, max_length=self.tokens, truncation=True).input_ids
+        return self.tokenizer.decode(kept, skip_special_tokens=True)
+
     @torch.no_grad()
     def encode(self, captions: list[str]) -> dict[str, torch.Tensor]:
         ids = self.tokenizer(captions, padding="max_length", max_length=self.tokens, truncation=True,

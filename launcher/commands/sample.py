@@ -31,17 +31,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmdit_scale.eval.sampling import RunSampler, SampleSettings, SamplingError, write_grid
+    from mmdit_scale.eval.sampling import RunSampler, SampleSettings, SamplingError, check_prompts, write_grid
 
     try:
+        check_prompts(args.prompt)
         settings = SampleSettings(steps=args.steps, cfg=args.cfg, shift=args.shift, seed=args.seed, ema=args.ema,
                                   per_prompt=args.per_prompt)
         sampler = RunSampler(args.path, ema=args.ema, device=args.device)
         settings = sampler.resolved(settings)
+        encoded = sampler.truncations(args.prompt)
         images = sampler.sample(args.prompt, settings)
     except (FileNotFoundError, ValueError, SamplingError) as err:
         print(f"mmdit-scale sample: error: {err}", file=sys.stderr)
         return 2
-    out = write_grid(images, args.prompt, settings, args.out, sampler.checkpoint)
+    out = write_grid(images, args.prompt, settings, args.out, sampler.checkpoint, encoded)
     print(f"wrote {len(images)} images from {sampler.checkpoint} to {out}")
     return 0

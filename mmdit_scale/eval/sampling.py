@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -126,6 +127,16 @@ class RunSampler:
         self.layout = self.provenance.text_layout(context_dim=self.config.model.context_dim)
         self.formulation = get_formulation(self.config.flow.formulation)
 
+    def truncations(self, prompts: list[str]) -> dict[str, dict[str, str]]:
+        """{prompt: {encoder: text it encodes}} for the prompts longer than an encoder's token limit;
+        warns once (on stderr) when there are any."""
+        cut = {p: t for p in dict.fromkeys(prompts) if (t := self.encoders.truncations(p))}
+        if cut:
+            limit = min(enc.tokens for enc in self.encoders.text.values())
+            print(f"warning: {len(cut)} prompt(s) exceed the text encoders' {limit}-token limit and are cut short; "
+                  "the grid's JSON records the text each encoder actually encoded", file=sys.stderr)
+        return cut
+
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(context (B, T, D), pooled (B, P)) exactly as the loader assembles stored text."""
         encoded = self.encoders.encode_captions(prompts)
@@ -156,6 +167,7 @@ class RunSampler:
     @torch.no_grad()
     def sample(self, prompts: list[str], settings: SampleSettings) -> np.ndarray:
         """(len(prompts) * per_prompt, H, W, 3) uint8 images, prompt-major."""
+        check_prompts(prompts)
         settings = self.resolved(settings)
         expanded = [p for p in prompts for _ in range(settings.per_prompt)]
         context, pooled = self.encode_prompts(expanded)
@@ -169,11 +181,24 @@ class RunSampler:
         return to_uint8(self.encoders.autoencoder.decode(z).cpu())
 
 
+def check_prompts(prompts: list[str]) -> None:
+    """SamplingError naming a prompt that is not text (bytes that are not UTF-8 reach argv as
+    surrogates, which no tokenizer can take)."""
+    for i, prompt in enumerate(prompts, 1):
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = prompt.encode("utf-8", "backslashreplace").decode()
+            raise SamplingError(f'prompt {i} ("{shown}") is not valid UTF-8 text') from None
+
+
 def write_grid(images: np.ndarray, prompts: list[str], settings: SampleSettings, out: Path,
-               checkpoint: Path) -> Path:
-    """The grid PNG (a row per prompt) and, beside it, a JSON with the prompts and settings."""
+               checkpoint: Path, encoded: dict[str, dict[str, str]] | None = None) -> Path:
+    """The grid PNG (a row per prompt) and, beside it, a JSON with the prompts and settings, and
+    for each prompt an encoder's token limit cut short, the text that encoder actually encoded."""
     out.parent.mkdir(parents=True, exist_ok=True)
     grid_image(images, rows=len(prompts)).save(out)
-    record = {"checkpoint": str(checkpoint), "prompts": prompts, **asdict(settings)}
+    record = {"checkpoint": str(checkpoint), "prompts": prompts, **asdict(settings),
+              "encoded": encoded or {}}
     out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     return out

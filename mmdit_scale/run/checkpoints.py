@@ -130,5 +130,11 @@ def build_model(path: str | os.PathLike, ema: bool = False, device: str = "cpu")
         model = MMDiT(cfg.model)
     model.to_empty(device=device)
     model.x_embedder.reset_pos_embed()  # a buffer, not in the checkpoint
-    model.load_state_dict(load_weights(ckpt, ema=ema), strict=True)
+    weights = load_weights(ckpt, ema=ema)
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as err:  # weights of another model size than its config.yaml describes
+        detail = " ".join(str(err).split("\n\t")[1:3]) or str(err)
+        raise ValueError(f"{ckpt}: the weights do not fit the model its {CONFIG_FILE} describes "
+                         f"(depth {cfg.model.depth}, width {cfg.model.hidden_size}): {detail}") from None
     return model.eval()

@@ -35,7 +35,8 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
 
 def report_exit(rank: int, code: int) -> int:
     """The process exit status for `code`: under our launcher the code goes to the status dir and
-    the rank exits 0 unless it failed (so torch's agent does not report a preemption as a crash)."""
+    the rank exits 0 unless it failed (so torch's agent does not report a preemption as a crash;
+    the launcher itself stops the other ranks when one reports an error of its own)."""
     status_dir = os.environ.get(STATUS_DIR_ENV)
     if not status_dir:
         return code

@@ -42,7 +42,7 @@ def _train(run_dir: Path) -> int:
 
     from mmdit_scale.config import ConfigError, load_config
     from mmdit_scale.run.layout import CONFIG_FILE
-    from mmdit_scale.train.loop import NonFiniteError, SetupError, Trainer
+    from mmdit_scale.train.loop import CheckpointWriteError, NonFiniteError, SetupError, Trainer
 
     deepspeed.utils.logger.setLevel(logging.WARNING)
     # DeepSpeed's own calls of deprecated torch.distributed names: noise in every rank's log.
@@ -61,6 +61,9 @@ def _train(run_dir: Path) -> int:
         if rank == 0:
             print(f"mmdit-scale train: {err}", file=sys.stderr, flush=True)
         return exit_codes.NONFINITE
+    except CheckpointWriteError as err:  # this rank's own failure: every rank that hits it says so
+        print(f"mmdit-scale train: rank {rank}: {err}", file=sys.stderr, flush=True)
+        return exit_codes.IO_ERROR
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -9,6 +9,8 @@ Nothing in this order draws from a running RNG, which is what makes resume bit-e
 """
 from __future__ import annotations
 
+import errno
+import shutil
 from pathlib import Path
 
 import torch
@@ -39,6 +41,24 @@ class SetupError(Exception):
 
 class NonFiniteError(RuntimeError):
     """train.nan_tolerance steps in a row were skipped for non-finite values (exit code 65)."""
+
+
+DISK_FULL_BYTES = 1 << 20
+"""Free bytes below which a failed write is reported as a full disk."""
+
+
+class CheckpointWriteError(RuntimeError):
+    """Writing a checkpoint failed (exit code 74); the message says where, why, and what `latest` is."""
+
+
+def _disk_full(err: BaseException, where: Path) -> bool:
+    """ENOSPC, or a writer that lost the errno (torch.save's 'file write failed') on a full device."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return "No space left" in str(err) or shutil.disk_usage(where).free < DISK_FULL_BYTES
+    except OSError:
+        return False
 
 
 class Trainer:
@@ -167,10 +187,30 @@ class Trainer:
         metrics.log_val(step, mean, per_t)
 
     def _save(self, state: TrainerState, streak: int = 0) -> None:
-        path = save_restore.save(self.engine, self.cfg, self.root, state, self.ema, self.loader.state_dict())
+        try:
+            path = save_restore.save(self.engine, self.cfg, self.root, state, self.ema, self.loader.state_dict())
+        except (OSError, RuntimeError) as err:
+            raise self._write_failure(state.step, err) from None
         since = (f" (the weights of step {state.step - streak}: the {streak} step(s) since had non-finite values "
                  "and changed nothing)") if streak else ""
         self._say(f"checkpoint {path}{since}")
+
+    def _write_failure(self, step: int, err: BaseException) -> "CheckpointWriteError":
+        """The error to end on when writing checkpoint `step` failed; removes the partial checkpoint
+        (its space is what a full disk needs back), and `latest` still names the last complete one."""
+        name = layout.checkpoint_name(step)
+        full = _disk_full(err, self.root)  # before the partial checkpoint frees its space
+        shutil.rmtree(self.root / (layout.TMP_PREFIX + name), ignore_errors=True)
+        try:
+            kept = checkpoints.read_latest(self.root)
+        except ValueError:
+            kept = None
+        still = f"`latest` still names {kept.name}" if kept is not None else "no checkpoint was written before"
+        if full:
+            return CheckpointWriteError(
+                f"no space left on the device of {self.root} while writing checkpoint {name}; {still}. Free space "
+                "(or set checkpoint.dir elsewhere) and run the same command to resume")
+        return CheckpointWriteError(f"writing checkpoint {name} in {self.root} failed: {err}; {still}")
 
     def run(self) -> int:
         """Train to train.steps; returns an exit code (FINISHED or PREEMPTED)."""

@@ -110,6 +110,39 @@ def test_every_demo_caption_fits_the_demo_text_length(demo_encoders):
 def test_sample_errors_exit_2(run_dir, tmp_path, capsys):
     assert main(["sample", str(tmp_path), "--prompt", "x", "--out", str(tmp_path / "x.png")]) == 2
     assert "not a checkpoint" in capsys.readouterr().err
+    # Bytes that are not UTF-8 reach argv as surrogates (what `--prompt $'\xff'` gives).
+    assert main(["sample", str(run_dir), "--prompt", "a \udcff circle", "--out", str(tmp_path / "x.png")]) == 2
+    assert 'prompt 1 ("a \\udcff circle") is not valid UTF-8 text' in capsys.readouterr().err
+
+
+def test_weights_of_another_model_size_are_refused_by_sample_and_export(run_dir, tmp_path, capsys):
+    import shutil
+
+    other = tmp_path / "run"
+    shutil.copytree(run_dir, other)
+    ckpt = checkpoints.resolve(other)
+    cfg = checkpoints.load_run_config(ckpt)
+    bigger = MMDiT(replace(cfg.model, depth=cfg.model.depth + 1))
+    save_file(_random_weights(bigger, 0), ckpt / layout.MODEL_FILE)
+    assert main(["sample", str(other), "--prompt", "x", "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert f"{ckpt}: the weights do not fit the model its config.yaml describes (depth {cfg.model.depth}" in err
+    assert main(["export", str(other), "--out", str(tmp_path / "exported")]) == 2
+    assert "the weights do not fit the model" in capsys.readouterr().err
+
+
+def test_a_prompt_past_the_token_limit_warns_once_and_the_json_has_what_was_encoded(run_dir, tmp_path, capsys):
+    long = " ".join([PROMPTS[0]] * 30)   # words the demo tokenizers know, so the kept text decodes back
+    out = tmp_path / "long.png"
+    assert main(["sample", str(run_dir), "--prompt", long, "--prompt", PROMPTS[0], "--steps", "1",
+                 "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("exceed the text encoders'") == 1 and "1 prompt(s)" in err
+    encoded = json.loads(out.with_suffix(".json").read_text())["encoded"]
+    assert list(encoded) == [long] and set(encoded[long]) == {"clip_l", "clip_g", "t5"}
+    for text in encoded[long].values():
+        words = text.split()
+        assert 0 < len(words) < len(long.split()) and words == long.split()[:len(words)], encoded
 
 
 @pytest.mark.parametrize("ema", [False, True])

@@ -10,6 +10,7 @@ import json
 import os
 import pickle
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from data_pipeline.format import encode_sample, shard_name
 from data_pipeline.loader.synthetic import SyntheticSpec, make_sample, provenance_for
 from data_pipeline.manifest import AUTOENCODER, EncoderInfo, LatentInfo, Manifest, ShardInfo
 from data_pipeline.writer import ShardWriter
-from mmdit_scale.run import integrity
+from mmdit_scale.run import exit_codes, integrity
 
 pytestmark = pytest.mark.slow
 
@@ -284,3 +285,39 @@ def test_an_altered_checkpoint_is_refused_and_its_pickles_never_run(shards, tmp_
         log_of(run)
     assert "keeps its RNG states in a form this version does not load (a pickle, never unpickled)" in log_of(run)
     assert not canary.exists() and latest(run) == "step_0000008"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 MiB tmpfs: a filesystem that can fill up (mounting needs root, which CI has)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs to fill needs root")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], check=True, timeout=30)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], timeout=30)
+
+
+def test_a_full_disk_during_a_checkpoint_ends_with_a_message_and_loses_nothing(shards, tmp_path, small_disk):
+    """Checkpoints on a device that fills up before step 4's: exit 74 naming the device, the partial
+    checkpoint removed, `latest` on step 2; with space again the run resumes and finishes."""
+    run, ckpts = tmp_path / "run", small_disk / "ckpts"
+    args = (f"checkpoint.dir={ckpts}", "checkpoint.every=2", "checkpoint.keep=3")
+    assert finish(start(run, shards, "train.steps=2", *args), run) == 0, log_of(run)
+    one = sum(f.stat().st_size for f in (ckpts / "step_0000002").rglob("*") if f.is_file())
+    filler = small_disk / "filler"
+    with open(filler, "wb") as f:   # leave a third of a checkpoint free
+        f.write(b"\0" * max(0, shutil.disk_usage(small_disk).free - one // 3))
+    assert finish(start(run, shards, "train.steps=4", *args), run) == exit_codes.IO_ERROR, log_of(run)
+    log = log_of(run)
+    assert f"no space left on the device of {ckpts} while writing checkpoint step_0000004" in log
+    assert "`latest` still names step_0000002" in log and "Traceback" not in log.split("step 4")[-1]
+    assert latest_in(ckpts) == "step_0000002" and not list(ckpts.glob(".tmp-*"))
+    filler.unlink()
+    assert finish(start(run, shards, "train.steps=4", *args), run) == 0, log_of(run)
+    assert latest_in(ckpts) == "step_0000004"
+
+
+def latest_in(ckpts: Path) -> str:
+    return (ckpts / "latest").read_text().strip()

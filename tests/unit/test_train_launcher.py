@@ -59,6 +59,21 @@ def test_the_most_severe_rank_code_wins():
     assert exit_codes.combine([75, 1]) == exit_codes.FAILED
     assert exit_codes.combine([65, 75]) == exit_codes.NONFINITE
     assert exit_codes.combine([0, 9]) == exit_codes.FAILED and exit_codes.combine([]) == exit_codes.FAILED
+    # Ranks the agent stopped after one rank's own error leave no code: that rank's error explains it.
+    assert exit_codes.combine([exit_codes.IO_ERROR], expected=2) == exit_codes.IO_ERROR
+    assert exit_codes.combine([0], expected=2) == exit_codes.FAILED           # killed from outside
+    assert exit_codes.combine([74, 74]) == exit_codes.IO_ERROR and exit_codes.combine([74, 1]) == exit_codes.FAILED
+
+
+def test_ranks_report_their_codes_and_exit_nonzero_to_the_agent_only_on_a_crash(tmp_path, monkeypatch):
+    from mmdit_scale.run.process import STATUS_DIR_ENV, read_exit_codes, report_exit
+
+    monkeypatch.setenv(STATUS_DIR_ENV, str(tmp_path))
+    codes = [exit_codes.FINISHED, exit_codes.PREEMPTED, exit_codes.CONFIG_ERROR, exit_codes.NONFINITE,
+             exit_codes.IO_ERROR]
+    assert [report_exit(rank, code) for rank, code in enumerate(codes)] == [0, 0, 0, 0, 0]
+    assert report_exit(5, exit_codes.FAILED) == exit_codes.FAILED
+    assert read_exit_codes(str(tmp_path)) == {**dict(enumerate(codes)), 5: exit_codes.FAILED}
 
 
 def run_cli(*args, tmp_path):
