@@ -8,6 +8,9 @@ from data_pipeline.layout import CAPTION_VARIANTS
 WORKER_TYPES = ("thread", "process")
 
 
+VERIFY_MODES = ("sha256", "size", "none")
+
+
 @dataclass
 class LoaderConfig:
     batch_size: int
@@ -35,6 +38,12 @@ class LoaderConfig:
     """Batches each worker prepares ahead."""
     val_caption: str = "orig"
     """Caption variant validation reads (falls back to `orig` where a sample lacks it)."""
+    verify: str = "sha256"
+    """How a local shard is checked against its manifest entry when a process first opens it:
+    `sha256` (size and content hash: one extra read of the shard per process and run), `size`
+    (truncation and growth only), or `none`. A shard that fails is skipped whole, with a warning
+    naming it and what differs, and counted as corrupt. Streamed shards (`pipe:`, URLs) are not
+    checked: their bytes are read once, as they arrive (docs/loader.md)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -47,6 +56,8 @@ class LoaderConfig:
                 raise ValueError(f"LoaderConfig.{name} must be in [0, 1], got {value}")
         if self.num_workers < 0:
             raise ValueError(f"LoaderConfig.num_workers must be >= 0, got {self.num_workers}")
+        if self.verify not in VERIFY_MODES:
+            raise ValueError(f"LoaderConfig.verify {self.verify!r} not in {VERIFY_MODES}")
         if self.worker_type not in WORKER_TYPES:
             raise ValueError(f"LoaderConfig.worker_type {self.worker_type!r} not in {WORKER_TYPES}")
         if self.prefetch < 1:

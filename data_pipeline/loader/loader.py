@@ -21,7 +21,7 @@ from data_pipeline.format import TENSOR_DTYPES
 from data_pipeline.loader.config import LoaderConfig
 from data_pipeline.loader.interleave import run_inline, run_processes, run_threads
 from data_pipeline.loader.pool import shared_memory_reuse_available
-from data_pipeline.loader.sample_reader import ST_NAMES, Counters
+from data_pipeline.loader.sample_reader import ST_NAMES, Counters, probe_shard
 from data_pipeline.loader.shared import SharedRing
 from data_pipeline.loader.spec import DatasetSpec, parse_datasets
 from data_pipeline.loader.state import (EXACT_KEYS, STATE_VERSION, fingerprint, plan_from_list, plan_reshard,
@@ -70,7 +70,14 @@ class ShardLoader:
         self.layout = prov.text_layout(context_dim=self.model.context_dim if self.model else None)
         self.dtype = ST_NAMES[TENSOR_DTYPES[prov.tensor_dtype]]
         self.layout.placements()  # a context_dim that cannot hold the encoders fails here, not in a worker
-        self.sources = [Source(urls=d.urls, samples=d.samples, weight=d.weight) for d in self.datasets]
+        for d in self.datasets:
+            problem = probe_shard(d.urls[0], self.layout, TENSOR_DTYPES[prov.tensor_dtype],
+                                  d.manifest.provenance.latent.channels)
+            if problem:
+                raise ValueError(f"dataset {d.name!r}: its shards do not hold what its manifest says: the first "
+                                 f"sample of {d.urls[0]} has {problem}")
+        self.sources = [Source(urls=d.urls, samples=d.samples, weight=d.weight, checks=d.checks)
+                        for d in self.datasets]
         self.fingerprint = fingerprint(self.sources, [d.shard_names for d in self.datasets])
         self._plan: dict = {}
         self._start_epochs: Optional[list[int]] = None

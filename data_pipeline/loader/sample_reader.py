@@ -10,12 +10,15 @@ directly (8-byte length, JSON header, raw data) so nothing is decoded twice.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
+import re
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Generator, Iterator, Optional, Union
+from typing import BinaryIO, Callable, Generator, Iterator, Optional, Union
 
 import torch
 from webdataset.gopen import gopen
@@ -102,11 +105,20 @@ def _split_name(name: str) -> tuple[str, str]:
     return (name, "") if dot < 0 else (name[:dot], name[dot + 1:])
 
 
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*:")
+
+
+class ShardMismatch(Exception):
+    """A local shard differs from its manifest entry (size or sha256)."""
+
+
 class ShardReader:
     """Turns a unit of a shard into RawSamples, counting (and warning about) what it skips."""
 
-    def __init__(self, layout: TextLayout, dtype: torch.dtype, channels: int, policy: SamplePolicy):
-        self.policy = policy
+    def __init__(self, layout: TextLayout, dtype: torch.dtype, channels: int, policy: SamplePolicy,
+                 verify: str = "sha256"):
+        self.policy, self.verify = policy, verify
+        self._verified: set[tuple[str, int, int]] = set()
         self.dtype_name = ST_NAMES[dtype]
         self.channels = channels
         self.itemsize = dtype.itemsize
@@ -138,8 +150,10 @@ class ShardReader:
                 self._spare.append(s.data)
 
     def read(self, url: str, unit: Unit, reader: int, epoch: int, pos: int, start: int,
-             want: Callable[[int], bool], counters: Counters) -> Iterator[tuple[int, RawSample]]:
-        """(index, sample) for every readable sample of `unit` with index >= start and want(index)."""
+             want: Callable[[int], bool], counters: Counters,
+             expected: Optional[tuple[int, str]] = None) -> Iterator[tuple[int, RawSample]]:
+        """(index, sample) for every readable sample of `unit` with index >= start and want(index);
+        `expected`: the shard's (bytes, sha256) in its manifest, checked on first open."""
         try:
             stream = gopen(url)
         except Exception as err:  # noqa: BLE001 -- any opener failure makes the shard unreadable
@@ -147,6 +161,11 @@ class ShardReader:
             return
         finished = False
         try:
+            mismatch = self._check(stream, expected)
+            if mismatch:
+                self._bad_shard(url, ShardMismatch(mismatch), counters)
+                finished = True
+                return
             tar = TarStream(stream)
             file = self.files.adopt(stream, url) if tar.seekable and DEFERRED_READS else None
             finished = yield from self._samples(tar, file, url, unit, reader, epoch, pos, start, want, counters)
@@ -193,6 +212,32 @@ class ShardReader:
             except (TarError, OSError) as err:
                 self._bad_shard(url, err, counters)
                 return False
+
+    def _check(self, stream: BinaryIO, expected: Optional[tuple[int, str]]) -> Optional[str]:
+        """What differs between a local shard and its manifest entry (once per file and process:
+        path, size and mtime identify what was checked), or None."""
+        path = getattr(stream, "name", None)
+        if expected is None or self.verify == "none" or not isinstance(path, str):
+            return None
+        try:
+            st = os.fstat(stream.fileno())
+        except (OSError, AttributeError, ValueError):
+            return None  # not a file: a pipe or a socket, read once as it arrives
+        ident = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+        if ident in self._verified:
+            return None
+        size, sha256 = expected
+        if st.st_size != size:
+            return f"it has {st.st_size} bytes, its manifest says {size} (truncated or replaced)"
+        if self.verify == "sha256":
+            digest, fd, at = hashlib.sha256(), stream.fileno(), 0
+            while chunk := os.pread(fd, 1 << 24, at):
+                digest.update(chunk)
+                at += len(chunk)
+            if digest.hexdigest() != sha256:
+                return "its sha256 differs from its manifest's (the bytes changed after prepare wrote it)"
+        self._verified.add(ident)
+        return None
 
     def _bad_shard(self, url: str, err: Exception, counters: Counters) -> None:
         counters.corrupt_shards += 1
@@ -267,12 +312,16 @@ class ShardReader:
             info = header[name]
             shape = tuple(int(x) for x in info["shape"])
             if info["dtype"] != self.dtype_name:
-                raise SampleError(f"{name} is {info['dtype']}, the manifest says {self.dtype_name}")
+                raise SampleError(f"{name} is {info['dtype']}, the manifest says {self.dtype_name} "
+                                  "(provenance.tensor_dtype)")
             if expected is None:
                 if len(shape) != 3 or shape[0] != self.channels:
-                    raise SampleError(f"latent shape {shape}, expected ({self.channels}, h, w)")
+                    raise SampleError(f"latent shape {shape}, expected ({self.channels}, h, w) "
+                                      "(provenance.latent.channels)")
             elif shape != expected:
-                raise SampleError(f"{name} shape {shape}, expected {expected}")
+                encoder = name.split(".")[1]
+                raise SampleError(f"{name} shape {shape}, expected {expected} "
+                                  f"(provenance.encoders.{encoder}: tokens and dims)")
             begin, end = (int(x) for x in info["data_offsets"])
             if end - begin != math.prod(shape) * self.itemsize:
                 raise SampleError(f"{name} data offsets {begin}..{end} do not hold shape {shape}")
@@ -300,3 +349,28 @@ class ShardReader:
         counters.corrupt_samples += 1
         warnings.warn(f"skipping sample {sample['key']!r} of {url}: {error}", RuntimeWarning, 3)
         return None
+
+
+def probe_shard(url: str, layout: TextLayout, dtype: torch.dtype, channels: int) -> Optional[str]:
+    """What the first sample of a local shard holds that its manifest does not say (latent
+    channels, text widths and tokens, dtype), or None. One header is read: a manifest that
+    describes other data than its shards is refused once, instead of every sample being skipped."""
+    if _SCHEME.match(url) and not url.startswith("file:"):
+        return None  # streamed shards are checked sample by sample as they arrive
+    reader = ShardReader(layout, dtype, channels, policy=None, verify="none")
+    try:
+        with open(re.sub(r"^file://?", "/", url), "rb") as f:
+            tar = TarStream(f)
+            while (member := tar.next_member()) is not None:
+                if _split_name(member[0])[1] != TENSORS_EXT:
+                    continue
+                (n,) = struct.unpack("<Q", tar.read(8))
+                header, variants, _ = reader._parse_header(tar.read(n))
+                reader._entries(header, variants[0] if variants else CAPTION_VARIANTS[0],
+                                tuple(enc in reader.widths for enc in TEXT_ENCODERS))
+                return None
+    except SampleError as err:
+        return str(err)
+    except (OSError, TarError, struct.error):
+        return None  # an unreadable shard is the reader's to skip, and named there
+    return None

@@ -25,6 +25,8 @@ class DatasetSpec:
     shard_names: list[str]
     samples: list[int]
     """Sample count of each shard, from the manifest."""
+    checks: list[tuple[int, str]]
+    """(bytes, sha256) of each shard, from the manifest."""
     weight: float
     manifest: Manifest
 
@@ -59,7 +61,8 @@ def _dataset(entry: DatasetEntry, location: str) -> DatasetSpec:
     if not infos:
         raise ValueError(f"dataset {path!r} has no shards")
     return DatasetSpec(name=path, urls=urls, shard_names=[s.name for s in infos],
-                       samples=[int(s.samples) for s in infos], weight=entry.weight, manifest=man)
+                       samples=[int(s.samples) for s in infos], checks=[(int(s.bytes), s.sha256) for s in infos],
+                       weight=entry.weight, manifest=man)
 
 
 def parse_datasets(value: Any) -> list[DatasetSpec]:

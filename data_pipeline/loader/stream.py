@@ -28,6 +28,8 @@ class Source:
     urls: list[str]
     samples: list[int]
     weight: float
+    checks: list[tuple[int, str]]
+    """(bytes, sha256) of each shard, as its manifest records them."""
 
 
 @dataclass
@@ -86,7 +88,7 @@ class Stream:
         policy = SamplePolicy(seed=cfg.seed, text_dropout=cfg.text_dropout,
                               synthetic_prob=cfg.synthetic_caption_prob,
                               fixed_variant=cfg.val_caption if spec.validation else None)
-        self.reader = ShardReader(spec.layout, dtype, spec.channels, policy)
+        self.reader = ShardReader(spec.layout, dtype, spec.channels, policy, cfg.verify)
         # Batches alive at once: the consumer's, the queued ones, the one being built.
         self.collate = Collator(spec.layout, dtype, pool_size=cfg.prefetch + 3)
         self.state = state if state is not None else StreamState.initial(spec)
@@ -125,9 +127,9 @@ class Stream:
             produced = False
             while pos < len(units):
                 unit = units[pos]
-                url = self.spec.sources[unit.source].urls[unit.shard]
-                for index, sample in self.reader.read(url, unit, reader, epoch, pos, start,
-                                                      self._want(unit, epoch), counters):
+                source = self.spec.sources[unit.source]
+                for index, sample in self.reader.read(source.urls[unit.shard], unit, reader, epoch, pos, start,
+                                                      self._want(unit, epoch), counters, source.checks[unit.shard]):
                     self.state.cursors[reader] = [epoch, pos, index + 1]
                     produced = True
                     yield sample
@@ -150,8 +152,9 @@ class Stream:
         found: dict[tuple[int, ...], RawSample] = {}
         for (r, epoch, pos), wanted in sorted(groups.items()):
             unit = self.units(r, epoch)[pos]
-            url = self.spec.sources[unit.source].urls[unit.shard]
-            for index, sample in self.reader.read(url, unit, r, epoch, pos, 0, wanted.__contains__, Counters()):
+            source = self.spec.sources[unit.source]
+            for index, sample in self.reader.read(source.urls[unit.shard], unit, r, epoch, pos, 0, wanted.__contains__,
+                                                  Counters(), source.checks[unit.shard]):
                 found[sample.ref] = sample
                 wanted.discard(index)
                 if not wanted:

@@ -92,6 +92,10 @@ class DataConfig:
     """Probability of the synthetic caption where a sample has both (SD3: 50/50 original/synthetic)."""
     text_dropout: float = 0.464
     """Probability that each text encoder's part (CLIP-L, CLIP-G, T5) is zeroed, independently (CFG)."""
+    verify: Literal["sha256", "size", "none"] = "sha256"
+    """How each local shard is checked against its manifest when a loader process first opens it:
+    size and sha256 (one extra read per shard and process), size only, or not at all. A shard that
+    fails is skipped whole with a warning naming it (docs/loader.md)."""
 
     def __post_init__(self) -> None:
         _require(self.resolution is None or (self.resolution > 0 and self.resolution % 8 == 0),

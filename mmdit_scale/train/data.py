@@ -14,7 +14,7 @@ from mmdit_scale.config.validate import require_train_data
 def _loader_config(cfg: RunConfig, validation: bool) -> LoaderConfig:
     return LoaderConfig(batch_size=cfg.train.micro_batch, seed=cfg.train.seed,
                         text_dropout=cfg.data.text_dropout, synthetic_caption_prob=cfg.data.caption_mix,
-                        num_workers=0 if validation else cfg.data.num_workers)
+                        num_workers=0 if validation else cfg.data.num_workers, verify=cfg.data.verify)
 
 
 def train_loader(cfg: RunConfig, rank: int, world_size: int) -> ShardLoader:

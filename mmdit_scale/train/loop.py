@@ -177,6 +177,17 @@ class Trainer:
             raise SetupError(f"the universal checkpoint of {ckpt} restored other weights than its "
                              f"model.safetensors for {wrong[:3]}")
 
+    def _culprits(self, result) -> str:
+        """A collective (every rank knows the update was skipped): which samples, on any rank, held
+        non-finite values, so a bad sample can be found in its shard."""
+        shares: list = [None] * self.world
+        dist.all_gather_object(shares, result.nonfinite_keys)
+        keys = [key for share in shares for key in share]
+        if not keys:
+            return "no sample of the step held a non-finite value (the model or the optimizer made it)"
+        return f"non-finite values in sample(s) {', '.join(repr(k) for k in keys[:8])}" + (
+            f" and {len(keys) - 8} more" if len(keys) > 8 else "")
+
     def _lr(self) -> float:
         """Learning rate of the last applied update."""
         applied = self.engine.lr_scheduler.last_epoch
@@ -237,7 +248,7 @@ class Trainer:
                     streak += 1
                     state.skipped_steps += 1
                     metrics.message(f"step {step}: non-finite loss or gradient, update skipped "
-                                    f"({streak} in a row, {state.skipped_steps} in all)")
+                                    f"({streak} in a row, {state.skipped_steps} in all); {self._culprits(result)}")
                 if self.ema.due(step):
                     self.ema.update(full_fp32_params(self.engine))
                 metrics.add(result, state.skipped_steps)

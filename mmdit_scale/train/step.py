@@ -54,6 +54,20 @@ class StepResult:
     flops: float
     grad_norm: torch.Tensor | float | None
     """Global gradient norm before clipping, as DeepSpeed reports it (None when it keeps none)."""
+    nonfinite_keys: list[str]
+    """Keys of this rank's samples whose latent or text held NaN or inf (looked for only when the
+    update was skipped)."""
+
+
+def nonfinite_samples(batches: list[dict]) -> list[str]:
+    """Keys of the samples whose latent, context or pooled text holds a NaN or an infinity."""
+    keys = []
+    for batch in batches:
+        finite = torch.ones(len(batch["keys"]), dtype=torch.bool)
+        for name in ("latent", "context", "pooled"):
+            finite &= torch.isfinite(batch[name].float()).flatten(1).all(1).cpu()
+        keys += [key for key, ok in zip(batch["keys"], finite.tolist()) if not ok]
+    return keys
 
 
 class TrainStep:
@@ -130,7 +144,8 @@ class TrainStep:
         applied = self.engine.was_step_applied() and not own_skip
         grad_norm = self.engine.get_global_grad_norm() if not self.own_guard else self._own_norm
         return StepResult(applied=applied, loss_sum=loss_sum, bin_sum=bin_sum, bin_count=bin_count,
-                          samples=samples, tokens=tokens, flops=flops, grad_norm=grad_norm)
+                          samples=samples, tokens=tokens, flops=flops, grad_norm=grad_norm,
+                          nonfinite_keys=[] if applied else nonfinite_samples(batches))
 
     def _grads_finite(self) -> bool:
         """ZeRO-0: the gradients are all-reduced by now, so every rank reaches the same answer."""

@@ -35,7 +35,7 @@ TEXT = {"clip_l": (32, 32), "clip_g": (32, 32), "t5": (64, None)}
 TIMEOUT = 240
 
 
-def _write_shards(out: Path, shards: int, per_shard: int, seed: int) -> None:
+def _write_shards(out: Path, shards: int, per_shard: int, seed: int, nan_sample: int | None = None) -> None:
     """Real shards (format, writer, manifest) of 16 px images through the weightless pixel
     autoencoder (12 x 8 x 8 latents, so sample grids decode). The latents share a pattern, so a few
     steps visibly lower the loss; the text tensors are random."""
@@ -53,6 +53,8 @@ def _write_shards(out: Path, shards: int, per_shard: int, seed: int) -> None:
             for i in range(per_shard):
                 sample = make_sample(spec, s, i)
                 sample.tensors["latent"] = pattern + 0.3 * sample.tensors["latent"]
+                if i == nan_sample:
+                    sample.tensors["latent"][0, 0, 0] = float("nan")
                 writer.write(sample.key, encode_sample(sample, spec.dtype))
         written = writer.commit()
         manifest.shards.append(ShardInfo(name=shard_name(s), samples=written.samples, bytes=written.bytes,
@@ -321,3 +323,16 @@ def test_a_full_disk_during_a_checkpoint_ends_with_a_message_and_loses_nothing(s
 
 def latest_in(ckpts: Path) -> str:
     return (ckpts / "latest").read_text().strip()
+
+
+def test_a_nan_sample_is_named_where_its_step_is_skipped(shards, tmp_path):
+    """Sample 5 of a one-shard set has a NaN in its latent: the step that draws it is skipped, the
+    message names the sample (its key locates it in its shard), and training goes on."""
+    data = tmp_path / "nan-shards"
+    _write_shards(data, shards=1, per_shard=8, seed=3, nan_sample=5)
+    run = tmp_path / "run"
+    rc = finish(start(run, (data, shards[1]), "train.steps=4", "train.global_batch=4", "train.micro_batch=4",
+                      "parallel.zero_stage=0", "checkpoint.every=4", "eval.every=0", nproc=1), run)
+    assert rc == 0, log_of(run)
+    named = [line for line in log_of(run).splitlines() if "update skipped" in line]
+    assert named and all("non-finite values in sample(s) 's00000_000005'" in line for line in named), named

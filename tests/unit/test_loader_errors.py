@@ -16,6 +16,8 @@ from data_pipeline.manifest import Manifest, ShardInfo
 
 SPEC = SyntheticSpec(shards=3, per_shard=6, latent_sizes=((4, 4),), text=TINY_TEXT)
 VAL = LoaderConfig(batch_size=4)
+UNCHECKED = LoaderConfig(batch_size=4, verify="none")
+"""For the reader's own robustness (what a streamed shard meets): no manifest check at open."""
 
 
 def keys_of(loader):
@@ -67,7 +69,7 @@ def test_corrupt_samples_are_skipped_counted_and_warned(tmp_path):
     off, size = offsets["s00001_000004.json"]
     raw[off:off + size] = b"[" * size  # metadata is not JSON
     shard.write_bytes(bytes(raw))
-    loader = ShardLoader(str(tmp_path), VAL, validation=True)
+    loader = ShardLoader(str(tmp_path), UNCHECKED, validation=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         keys = keys_of(loader)
@@ -104,7 +106,7 @@ def test_samples_with_missing_members_or_wrong_shapes_are_skipped(tmp_path):
     man = Manifest.load(tmp_path)
     man.shards.append(ShardInfo(name="shard-000009.tar", samples=5, bytes=0, sha256=""))
     man.save(tmp_path / "manifest.json")
-    loader = ShardLoader(str(tmp_path), VAL, validation=True)
+    loader = ShardLoader(str(tmp_path), UNCHECKED, validation=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         keys = keys_of(loader)
@@ -129,7 +131,7 @@ def test_corrupt_shards_are_skipped_after_their_readable_samples(tmp_path, cut, 
     garbage = tmp_path / "shard-000002.tar"
     garbage.write_bytes(b"not a tar" * 1000)
     data = f"pipe:cat {tmp_path}/shard-{{000000..000002}}.tar" if streamed else str(tmp_path)
-    loader = ShardLoader(data, VAL, validation=True)
+    loader = ShardLoader(data, UNCHECKED, validation=True)
     with pytest.warns(RuntimeWarning, match="skipping the rest of shard"):
         keys = keys_of(loader)
     assert sorted(keys) == [f"s00000_{i:06d}" for i in range(3)] + [f"s00001_{i:06d}" for i in range(6)]
@@ -191,3 +193,58 @@ def test_bad_dataset_entries_name_the_problem(tmp_path, entry, message):
     entry = json.loads(json.dumps(entry).replace("DIR", str(tmp_path)))
     with pytest.raises(ValueError, match=message):
         parse_datasets(entry)
+
+
+@pytest.mark.parametrize("verify", ["sha256", "size"])
+def test_a_shard_that_differs_from_its_manifest_is_skipped_whole_naming_it(tmp_path, verify):
+    """One flipped byte in a latent (still a valid tar and a valid sample) and one truncated shard:
+    the manifest's sha256 catches the first, its size the second; each is skipped whole, named."""
+    write_synthetic(tmp_path, SPEC)
+    flipped, cut = tmp_path / "shard-000001.tar", tmp_path / "shard-000002.tar"
+    start, size = _member_offsets(flipped)["s00001_000003.tensors.safetensors"]
+    raw = bytearray(flipped.read_bytes())
+    raw[start + size - 1] ^= 0x40
+    flipped.write_bytes(bytes(raw))
+    cut.write_bytes(cut.read_bytes()[:-512])
+    loader = ShardLoader(str(tmp_path), LoaderConfig(batch_size=4, verify=verify), validation=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        keys = keys_of(loader)
+    messages = [str(w.message) for w in caught]
+    assert f"skipping the rest of shard {cut}: ShardMismatch: it has {cut.stat().st_size} bytes, its manifest " \
+           f"says {cut.stat().st_size + 512} (truncated or replaced)" in messages
+    if verify == "sha256":
+        assert (f"skipping the rest of shard {flipped}: ShardMismatch: its sha256 differs from its manifest's (the "
+                "bytes changed after prepare wrote it)") in messages
+        assert sorted(keys) == [f"s00000_{i:06d}" for i in range(6)]
+        assert loader.stats["corrupt_shards"] == 2
+    else:  # size alone lets the flipped byte through: the documented cost of the cheaper check
+        assert "s00001_000003" in keys and not [k for k in keys if k.startswith("s00002")]
+
+
+def test_a_shard_is_hashed_once_per_process(tmp_path, monkeypatch):
+    import os
+
+    write_synthetic(tmp_path, SPEC)
+    hashed = []
+    real = os.pread   # the check's reads (the collator reads with preadv)
+    monkeypatch.setattr(os, "pread", lambda fd, n, at: (at == 0 and hashed.append(fd)) or real(fd, n, at))
+    loader = ShardLoader(str(tmp_path), LoaderConfig(batch_size=4, shuffle_buffer=0))
+    it = iter(loader)
+    for _ in range(12):   # 48 samples: 18 per epoch, so the shards are opened again and again
+        next(it)
+    assert len(hashed) == 3
+
+
+def test_a_manifest_that_lists_other_dims_than_its_shards_is_refused_once_naming_the_field(tmp_path):
+    write_synthetic(tmp_path, SyntheticSpec(**{**SPEC.__dict__, "channels": 12}))
+    man = json.loads((tmp_path / "manifest.json").read_text())
+    man["provenance"]["latent"]["channels"] = 16
+    (tmp_path / "manifest.json").write_text(json.dumps(man))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match=r"its shards do not hold what its manifest says: the first sample of "
+                                             r".*shard-000000.tar has latent shape \(12, 4, 4\), expected \(16, h, w\) "
+                                             r"\(provenance.latent.channels\)"):
+            ShardLoader(str(tmp_path), VAL)
+    assert caught == []   # one error, not a warning per sample
