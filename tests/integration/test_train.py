@@ -336,3 +336,18 @@ def test_a_nan_sample_is_named_where_its_step_is_skipped(shards, tmp_path):
     assert rc == 0, log_of(run)
     named = [line for line in log_of(run).splitlines() if "update skipped" in line]
     assert named and all("non-finite values in sample(s) 's00000_000005'" in line for line in named), named
+
+
+def test_a_run_that_ends_in_a_streak_of_skipped_steps_still_leaves_its_checkpoint(shards, tmp_path):
+    """NaN losses at the last two steps (within train.nan_tolerance): "finished" promises a final
+    checkpoint, and it is written; its weights are the last good ones, step 2's, bit for bit."""
+    run = tmp_path / "run"
+    rc = finish(start(run, shards, "train.steps=4", "checkpoint.every=2", "checkpoint.keep=3", "train.nan_tolerance=5",
+                      "parallel.zero_stage=0", "eval.every=0", "train.ema_every=0", nproc=1,
+                      env={"MMDIT_TEST_NAN_STEPS": "3,4"}), run)
+    assert rc == 0, log_of(run)
+    assert latest(run) == "step_0000004"
+    assert "(the weights of step 2: the 2 step(s) since had non-finite values and changed nothing)" in log_of(run)
+    ckpts = run / "checkpoints"
+    assert (ckpts / "step_0000004" / "model.safetensors").read_bytes() == \
+        (ckpts / "step_0000002" / "model.safetensors").read_bytes()

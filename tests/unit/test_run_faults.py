@@ -126,3 +126,11 @@ def test_values_and_overrides_that_cannot_be_used_are_config_errors(override: st
         load_config(TINY, [override])
     assert train(override) == CONFIG_ERROR
     assert message in capsys.readouterr().err
+
+
+def test_hostile_yaml_is_refused_and_runs_nothing(tmp_path, capsys) -> None:
+    canary = tmp_path / "CANARY"
+    recipe = tmp_path / "hostile.yaml"
+    recipe.write_text(f'train: !!python/object/apply:os.system ["touch {canary}"]\n')
+    assert cli.main(["config", str(recipe)]) == CONFIG_ERROR
+    assert "could not determine a constructor for the tag" in capsys.readouterr().err and not canary.exists()
