@@ -1,7 +1,8 @@
 """One shard's work: read, decode, crop, encode and write its planned items.
 
 Runs inside a worker process (one per GPU) or in the main process with one worker. A bad image
-is skipped and counted here; the shard is still written whole with the remaining samples.
+is skipped here, and named with its reason in the shard's record; the shard is still written
+whole with the remaining samples.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from data_pipeline.atomic import write_atomic
 from data_pipeline.encoders.encoder_set import EncoderSet
 from data_pipeline.format import LATENT_KEY, Sample, encode_sample, text_key
 from data_pipeline.shard_plan import PlannedItem, ShardPlan
+from data_pipeline.skipped import SkippedInput, reasons
 from data_pipeline.transforms import BadImage, Placed, decode_image, place
 from data_pipeline.writer import ShardWriter
 
@@ -39,8 +41,19 @@ class ShardResult:
     bytes: int
     sha256: str
     planned: int
-    skipped: dict
+    skipped_inputs: list[dict]
+    """The shard's items that did not decode, as SkippedInput fields: kept in the record so that
+    a rerun which reuses the shard still names them. (A record without it, from older code, does
+    not load, so its shard is encoded again.)"""
     fingerprint: str
+
+    @property
+    def skipped(self) -> Counter:
+        """Items skipped, by reason."""
+        return reasons(self.skipped_list())
+
+    def skipped_list(self) -> list[SkippedInput]:
+        return [SkippedInput(**item) for item in self.skipped_inputs]
 
 
 def pixels_to_tensor(pixels: np.ndarray) -> torch.Tensor:
@@ -49,17 +62,15 @@ def pixels_to_tensor(pixels: np.ndarray) -> torch.Tensor:
 
 
 def encode_items(items: list[PlannedItem], encoders: EncoderSet,
-                 settings: EncodeSettings) -> tuple[list[Sample], Counter]:
-    skipped: Counter = Counter()
+                 settings: EncodeSettings) -> tuple[list[Sample], list[SkippedInput]]:
+    skipped: list[SkippedInput] = []
     placed: list[tuple[PlannedItem, Placed]] = []
     for item in items:
         try:
             img = decode_image(item.image.read())
-        except OSError:
-            skipped["unreadable"] += 1
-            continue
-        except BadImage as err:
-            skipped[err.reason] += 1
+        except (OSError, BadImage) as err:  # OSError: the file went away or cannot be read since planning
+            reason = err.reason if isinstance(err, BadImage) else "unreadable"
+            skipped.append(SkippedInput(key=item.key, path=item.image.path, reason=reason))
             continue
         placed.append((item, place(img, settings.resolution, settings.buckets)))
     if not placed:
@@ -109,7 +120,7 @@ def write_shard(shard: ShardPlan, out_dir: Path, encoders: EncoderSet, settings:
     into place, so a finished tar always has a record (a record without a tar is redone)."""
     samples, skipped = encode_items(shard.items, encoders, settings)
     result = ShardResult(name=shard.name, samples=0, bytes=0, sha256="", planned=len(shard.items),
-                         skipped=dict(sorted(skipped.items())), fingerprint=fingerprint)
+                         skipped_inputs=[asdict(item) for item in skipped], fingerprint=fingerprint)
     if not samples:
         _save_state(out_dir, result)
         return result

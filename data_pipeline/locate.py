@@ -63,6 +63,13 @@ def local_path(path: str) -> str:
     return re.sub(r"^file://?", "/", path) if path.startswith("file:") else path
 
 
+def absolute(path: str) -> str:
+    """A local path, pattern or `file:` path made absolute (from the working directory); URLs as they are."""
+    if is_url(path):
+        return path
+    return "file://" + os.path.abspath(local_path(path)) if path.startswith("file:") else os.path.abspath(path)
+
+
 def expand_shards(path: str) -> list[str]:
     """Every shard a pattern names: brace ranges and lists expanded, `::` separating patterns."""
     return [url for part in path.split("::") for url in braceexpand(part)]

@@ -1,8 +1,9 @@
 """`mmdit-scale prepare`: plan, encode in worker processes, write the manifest and the report.
 
 Fatal errors (bad arguments, unloadable encoders, unlistable input, nothing written) raise
-PrepareError; bad individual inputs are only counted. With `parts > 1` this run is one slice of
-a larger job: it writes a part manifest and, once every part's manifest exists, the merged one.
+PrepareError; bad individual inputs are only counted, and named in the skipped file (skipped.py).
+With `parts > 1` this run is one slice of a larger job: it writes a part manifest and, once every
+part's manifest exists, the merged one.
 """
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import json
 import multiprocessing as mp
 import os
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
@@ -26,6 +26,7 @@ from data_pipeline.layout import FORMAT_VERSION
 from data_pipeline.manifest import (MANIFEST_NAME, Manifest, Provenance, ShardInfo, merge_parts,
                                     part_manifest_name)
 from data_pipeline.shard_plan import ShardPlan, make_plan
+from data_pipeline.skipped import reasons, write_skipped
 from data_pipeline.sources import SourceError, list_records
 from data_pipeline.transforms import RESAMPLE, make_buckets
 from data_pipeline.encode_shard import EncodeSettings, ShardResult, load_state, write_shard
@@ -80,6 +81,8 @@ class PrepareReport:
     manifest: str = ""
     encoded: int = 0
     """Inputs encoded by this invocation (0 when every shard was reused)."""
+    skipped_file: str = ""
+    """Every skipped input of this run (part) with its reason, one JSON object a line."""
 
     @property
     def skipped_total(self) -> int:
@@ -253,14 +256,18 @@ def run_prepare(opts: PrepareOptions) -> PrepareReport:
     by_name = {**done, **{r.name: r for r in results}}
 
     manifest = Manifest(provenance=provenance, part=[opts.part, opts.parts] if opts.parts > 1 else None)
-    skipped = Counter(plan.skipped)
+    skipped_inputs = list(plan.skipped_inputs)
     for shard in plan.shards:
         r = by_name[shard.name]
-        skipped.update(r.skipped)
+        skipped_inputs += r.skipped_list()
         if r.samples:
             manifest.shards.append(ShardInfo(name=r.name, samples=r.samples, bytes=r.bytes, sha256=r.sha256))
+    skipped = reasons(skipped_inputs)
+    skipped_file = opts.output / _part_file(opts, "skipped", ".jsonl")
+    write_skipped(skipped_file, skipped_inputs)
     if manifest.samples == 0:
-        raise PrepareError(f"nothing written: {plan.inputs} inputs, skipped {dict(sorted(skipped.items()))}")
+        raise PrepareError(f"nothing written: {plan.inputs} inputs, skipped {dict(sorted(skipped.items()))} "
+                           f"(each named in {skipped_file})")
     name = part_manifest_name(opts.part, opts.parts) if opts.parts > 1 else MANIFEST_NAME
     manifest.save(opts.output / name)
     merged = False
@@ -277,7 +284,8 @@ def run_prepare(opts: PrepareOptions) -> PrepareReport:
         seconds=round(time.monotonic() - start, 3),
         images_per_s=round(encoded / encode_seconds, 2) if encoded and encode_seconds > 0 else 0.0,
         part=[opts.part, opts.parts] if opts.parts > 1 else None, merged=merged,
-        manifest=str(opts.output / (MANIFEST_NAME if opts.parts == 1 or merged else name)), encoded=encoded)
+        manifest=str(opts.output / (MANIFEST_NAME if opts.parts == 1 or merged else name)), encoded=encoded,
+        skipped_file=str(skipped_file))
     _save_report(report, opts)
     return report
 
@@ -302,8 +310,12 @@ def _finished_shards(shards: list[ShardPlan], output: Path,
     return done, pending
 
 
+def _part_file(opts: PrepareOptions, stem: str, suffix: str) -> str:
+    """`stem+suffix`, or with `--part I/N` the part's own `stem.part-IIIII-of-NNNNN+suffix`."""
+    return stem + suffix if opts.parts == 1 else f"{stem}.part-{opts.part:05d}-of-{opts.parts:05d}{suffix}"
+
+
 def _save_report(report: PrepareReport, opts: PrepareOptions) -> None:
-    name = "report.json" if opts.parts == 1 else f"report.part-{opts.part:05d}-of-{opts.parts:05d}.json"
     data = asdict(report)
     data["skipped_total"] = report.skipped_total
-    (opts.output / name).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    (opts.output / _part_file(opts, "report", ".json")).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")

@@ -16,6 +16,7 @@ from typing import Optional
 
 from data_pipeline.filters import Filters, content_hash
 from data_pipeline.format import shard_name
+from data_pipeline.skipped import SkippedInput, reasons
 from data_pipeline.sources import BadCaption, Blob, Record, read_captions
 from data_pipeline.transforms import BadImage, probe_size
 
@@ -48,8 +49,13 @@ class Plan:
     shards: list[ShardPlan]
     inputs: int
     """Records in this part, before any filtering."""
-    skipped: Counter = field(default_factory=Counter)
-    """Inputs skipped while planning, by reason."""
+    skipped_inputs: list[SkippedInput] = field(default_factory=list)
+    """Inputs skipped while planning, in input order."""
+
+    @property
+    def skipped(self) -> Counter:
+        """Inputs skipped while planning, by reason."""
+        return reasons(self.skipped_inputs)
 
 
 def part_range(n: int, part: int, parts: int) -> range:
@@ -86,13 +92,13 @@ def make_plan(records: list[Record], *, part: int, parts: int, filters: Filters,
     kept: list[PlannedItem] = []
     seen_keys: set[str] = set()
     seen_hashes: set[str] = set()
-    for reason, item in inspected:
+    for record, (reason, item) in zip(mine, inspected):
         if item is not None and item.key in seen_keys:
             reason = "duplicate_key"
         elif item is not None and filters.dedup and item.sha256 in seen_hashes:
             reason = "duplicate"
         if reason:
-            plan.skipped[reason] += 1
+            plan.skipped_inputs.append(SkippedInput(key=record.key, path=record.image.path, reason=reason))
             continue
         seen_keys.add(item.key)
         seen_hashes.add(item.sha256)

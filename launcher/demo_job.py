@@ -188,6 +188,16 @@ def summarise(opts: DemoOptions, run_dir: Path, scored: dict, seconds: dict[str,
     return summary
 
 
+def confusion_lines(matrices: dict) -> list[str]:
+    """The held-out confusion matrices, one row per value asked for: 'asked -> detected counts'."""
+    lines = []
+    for attribute, m in matrices.items():
+        lines.append(f"held-out {attribute} (rows asked, columns detected: {', '.join(m['labels'])})")
+        for label, row in zip(m["labels"], m["counts"]):
+            lines.append(f"  {label:<13}" + "".join(f"{c:>5}" for c in row))
+    return lines
+
+
 def report(summary: dict, path: Path) -> str:
     held, seen = summary["held_out"], summary["seen"]
     rows = [f"{'prompts':<10}{'n':>5}{'colour':>9}{'shape':>8}{'position':>10}{'all':>8}"]
@@ -201,6 +211,7 @@ def report(summary: dict, path: Path) -> str:
                         for t in summary["targets"])
     return "\n".join([
         *rows,
+        *confusion_lines(held["confusion"]),
         f"held-out all-correct {summary['accuracy']:.3f} = {summary['accuracy'] / summary['chance']:.1f}x chance",
         f"targets          {targets}",
         f"validation loss  {val}",

@@ -6,7 +6,7 @@ Two layouts:
 - one SLURM task per rank (`srun --ntasks-per-node=G`): the task becomes the rank itself (exec),
   with RANK, WORLD_SIZE and LOCAL_RANK taken from SLURM_PROCID, SLURM_NTASKS and SLURM_LOCALID.
 Under SLURM the rendezvous is MASTER_ADDR/MASTER_PORT when set, else the first host of
-SLURM_JOB_NODELIST and a port derived from the job id.
+SLURM_JOB_NODELIST and a port derived from the job id (rendezvous.py: below the ephemeral range).
 
 Lifetimes: the agent gets SIGKILL when the launcher dies and each rank when the agent dies
 (`process.die_with_parent`), so a SIGKILL to the launcher's process group leaves no rank behind.
@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from launcher.rendezvous import job_port
 from mmdit_scale.run import exit_codes
 from mmdit_scale.run.process import STATUS_DIR_ENV, die_with_parent, read_exit_codes
 
@@ -87,7 +88,7 @@ def slurm_layout(env: dict[str, str], nproc: int | None) -> Layout | None:
     nnodes = int(env.get("SLURM_NNODES", "1"))
     ntasks = int(env.get("SLURM_NTASKS", str(nnodes)))
     addr = env.get("MASTER_ADDR") or first_host(env.get("SLURM_JOB_NODELIST", env.get("SLURM_NODELIST", "localhost")))
-    port = int(env.get("MASTER_PORT") or 20000 + int(env["SLURM_JOB_ID"]) % 20000)
+    port = int(env.get("MASTER_PORT") or job_port(int(env["SLURM_JOB_ID"])))
     if ntasks > nnodes:
         per_node = ntasks // nnodes
         if nproc not in (None, per_node):

@@ -43,14 +43,14 @@ def start_training(cfg: RunConfig, run_dir: Path, nproc: int | None = None) -> i
     from mmdit_scale.config import ConfigError
     from mmdit_scale.config.validate import require_train_data
     from mmdit_scale.run import lock as run_lock
-    from mmdit_scale.run.data_dims import check_sources, fill_from_data
+    from mmdit_scale.run.data_dims import absolute_data, check_sources, fill_from_data
     from mmdit_scale.train.ds_config import grad_accumulation
 
     try:
         world = slurm_layout(dict(os.environ), nproc) or local_layout(dict(os.environ), nproc)
         grad_accumulation(cfg, world.world_size)
         require_train_data(cfg)
-        cfg, filled = fill_from_data(cfg)
+        cfg, filled = fill_from_data(absolute_data(cfg))
         check_sources(cfg)
     except (ConfigError, ValueError) as err:
         return _fail(str(err))
@@ -76,13 +76,14 @@ def _start_locked(cfg: RunConfig, run_dir: Path, world) -> int:
     from launcher.local_launch import launch
     from mmdit_scale.config import load_config, to_dict
     from mmdit_scale.run import checkpoints, layout
-    from mmdit_scale.train.init_from import check_init_source
+    from mmdit_scale.train.init_from import resolved_init
 
     config_path = run_dir / layout.CONFIG_FILE
+    init_line = ""
     try:
         latest = checkpoints.read_latest(layout.checkpoints_root(cfg, run_dir))
         if latest is None:  # a resumed run has its own weights and ignores init_from
-            check_init_source(cfg)
+            cfg, init_line = resolved_init(cfg)
         else:
             changed = _changed_keys(to_dict(checkpoints.load_run_config(latest))["model"], to_dict(cfg)["model"],
                                     "model.")
@@ -100,6 +101,6 @@ def _start_locked(cfg: RunConfig, run_dir: Path, world) -> int:
                       file=sys.stderr)
         layout.write_config(cfg, config_path)
     where = f"resuming from {latest.name}" if latest is not None else "starting fresh"
-    print(f"{PREFIX}: {run_dir} ({where}), {world.world_size} rank(s), "
+    print(f"{PREFIX}: {run_dir} ({where}{', ' + init_line if init_line else ''}), {world.world_size} rank(s), "
           f"ZeRO-{cfg.parallel.zero_stage} {cfg.parallel.precision}", flush=True)
     return launch(world, run_dir)

@@ -88,7 +88,7 @@ def _build_t5(out: Path, corpus: list[str], seed: int) -> None:
 
 
 def demo_encoders_config(root: Path) -> EncodersConfig:
-    base = root / DEMO_DIRNAME
+    base = (root / DEMO_DIRNAME).resolve()  # absolute: the manifest records these, read from any directory
     return EncodersConfig(
         autoencoder=AutoencoderSpec(kind="pixel", factor=2),
         clip_l=TextEncoderSpec(path=str(base / "clip_l")),

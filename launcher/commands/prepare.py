@@ -8,7 +8,8 @@ from pathlib import Path
 HELP = "Pre-encode images and captions into sharded WebDataset tars with a manifest."
 DESCRIPTION = (
     "Encode images (autoencoder latents) and captions (CLIP-L, CLIP-G, T5 hidden states) once, "
-    "into WebDataset tar shards plus manifest.json. Bad inputs are skipped and counted; a rerun "
+    "into WebDataset tar shards plus manifest.json. Bad inputs are skipped, counted, and named with their "
+    "reasons in OUTPUT/skipped.jsonl (with --part, OUTPUT/skipped.part-IIIII-of-NNNNN.jsonl); a rerun "
     "skips finished shards. Exit 0 on success (even with skipped inputs), 1 on a fatal error "
     "(unloadable encoders, unlistable input, nothing written), 2 on bad arguments. See docs/data.md."
 )
@@ -95,4 +96,5 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(report.table())
     print(f"manifest: {report.manifest}")
+    print(f"skipped inputs, each with its reason: {report.skipped_file}")
     return 0

@@ -24,6 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shift", type=float, default=None, metavar="A",
                         help="timestep shift of the sampling grid (default: the run's training rule, "
                              "flow.shift at data.resolution)")
+    parser.add_argument("--height", type=int, default=None, metavar="PX",
+                        help="image height (default: the training data's resolution); any multiple of the "
+                             "autoencoder factor x patch size that the model's position table covers")
+    parser.add_argument("--width", type=int, default=None, metavar="PX",
+                        help="image width (default: the training data's resolution)")
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="noise seed (default: 0)")
     parser.add_argument("--per-prompt", type=int, default=1, metavar="K", help="images per prompt (default: 1)")
     parser.add_argument("--ema", action="store_true", help="use the EMA weights")
@@ -36,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_prompts(args.prompt)
         settings = SampleSettings(steps=args.steps, cfg=args.cfg, shift=args.shift, seed=args.seed, ema=args.ema,
-                                  per_prompt=args.per_prompt)
+                                  per_prompt=args.per_prompt, height=args.height, width=args.width)
         sampler = RunSampler(args.path, ema=args.ema, device=args.device)
         settings = sampler.resolved(settings)
         encoded = sampler.truncations(args.prompt)

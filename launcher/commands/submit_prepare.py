@@ -4,9 +4,9 @@
         [--prepare-flags FLAG ...]     (last: e.g. --prepare-flags --encoders enc.yaml --resolution 256)
 
 Array task I runs `mmdit-scale prepare --input SRC --output DIR --part I/N`; a merge job that
-waits for every task (afterok) runs `prepare --output DIR --merge-only`. stdout carries SLURM's
-two `Submitted batch job N` lines and a summary, or with --dry-run the two scripts (array, then
-merge); other messages go to stderr.
+waits for every task (afterok) runs `prepare --output DIR --merge-only`, with the array's --time
+or else render.MERGE_DEFAULT_TIME. stdout carries SLURM's two `Submitted batch job N` lines and a
+summary, or with --dry-run the two scripts (array, then merge); other messages go to stderr.
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ _OWN_FLAGS = ("--input", "--output", "--part", "--no-merge", "--merge-only")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from launcher.arguments import positive_int
     from launcher.slurm.options import add_resource_arguments
+    from launcher.slurm.render import MERGE_DEFAULT_TIME
 
     parser.allow_abbrev = False  # `--part` after --prepare-flags must not read as an abbreviation of --parts
     parser.add_argument("source", type=Path, metavar="SRC", help="prepare's --input: images, tars or a table")
@@ -38,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="print the array script and the merge script on stdout, submit nothing")
     add_resource_arguments(parser)
+    parser.epilog = (f"The merge job gets the array's --time, or {MERGE_DEFAULT_TIME} without one: joining "
+                     "the part manifests takes seconds, and a short limit lets SLURM start it in a backfill gap.")
     parser.add_argument("--prepare-flags", nargs=argparse.REMAINDER, default=[], metavar="FLAG",
                         help="last: the rest of the line goes to every `mmdit-scale prepare` "
                              "(e.g. --encoders enc.yaml --resolution 256)")

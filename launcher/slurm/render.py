@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from launcher.rendezvous import PORT_BASE, PORT_COUNT
 from launcher.slurm.quoting import SubmitError, directive, filename_pattern, job_name, shell, shell_words
 
 TEMPLATES = Path(__file__).parent / "cluster" / "templates"
@@ -19,6 +20,10 @@ SLURM_DIR = "slurm"
 """Inside a run dir (or prepare's output): job logs, submitted scripts, jobs.jsonl, events.tsv."""
 DEFAULT_SIGNAL_LEAD = 300
 """Seconds before the time limit at which SLURM sends USR1: room to finish a step and checkpoint."""
+MERGE_DEFAULT_TIME = "00:30:00"
+"""The merge job's time limit when the array has no --time. Joining part manifests takes seconds;
+without a limit SLURM gives the partition's default, often days, which the scheduler must hold
+free for it, so the job waits longer to start (a short job fits in backfill gaps)."""
 
 _PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
 
@@ -112,6 +117,8 @@ def render_train(job: TrainJob) -> str:
         "RUN_DIR": shell(str(job.run_dir)),
         "SITE_ENV": shell(str(job.env.site_env)),
         "ACCELERATOR": shell("cpu" if job.cpu else "gpu"),
+        "PORT_BASE": shell(str(PORT_BASE)),
+        "PORT_COUNT": shell(str(PORT_COUNT)),
         "TRAIN_COMMAND": shell_words(job.train_command()),
         "WORKDIR": shell(str(job.env.workdir)),
     })
@@ -147,9 +154,11 @@ def render_prepare_array(job: PrepareJob) -> str:
 
 
 def render_prepare_merge(job: PrepareJob) -> str:
-    """The merge job (one CPU, the array's partition, account and qos); `submit-prepare` adds
-    --dependency=afterok:ARRAY_JOB on sbatch's command line, once the array's id is known."""
-    where = Resources(partition=job.resources.partition, account=job.resources.account, qos=job.resources.qos)
+    """The merge job (one CPU, the array's partition, account, qos and --time, else
+    MERGE_DEFAULT_TIME); `submit-prepare` adds --dependency=afterok:ARRAY_JOB on sbatch's command
+    line, once the array's id is known."""
+    where = Resources(partition=job.resources.partition, account=job.resources.account, qos=job.resources.qos,
+                      time=job.resources.time or MERGE_DEFAULT_TIME)
     options = [("--job-name", job_name(f"merge-{job.output.name}")), ("--nodes", "1"), ("--ntasks", "1"),
                ("--cpus-per-task", "1"), *where.options(),
                ("--output", filename_pattern(str(job.log_dir)) + "/merge-%j.out")]

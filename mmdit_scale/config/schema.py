@@ -85,7 +85,9 @@ class DataConfig:
     buckets: tuple[tuple[int, int], ...] = ()
     """(H, W) pixel sizes of the aspect-ratio buckets the shards were encoded with, H * W about
     resolution^2 (SD3's mixed-aspect finetuning); empty: square resolution x resolution crops only.
-    Each batch holds one bucket, so this is also the set of shapes the model and memory must handle."""
+    Each batch holds one bucket, so this is also the set of shapes the model and memory must handle.
+    The manifest's buckets are the truth: unset, they are taken from it; set (for `plan` before the
+    shards exist), they must equal it."""
     num_workers: int = 2
     """Loader workers per rank; 0 reads in the training process."""
     caption_mix: float = 0.5
@@ -98,10 +100,12 @@ class DataConfig:
     fails is skipped whole with a warning naming it (docs/loader.md)."""
 
     def __post_init__(self) -> None:
-        _require(self.resolution is None or (self.resolution > 0 and self.resolution % 8 == 0),
-                 f"data.resolution must be a positive multiple of 8 (the autoencoder's factor), got {self.resolution}")
-        _require(all(h > 0 and w > 0 and h % 8 == 0 and w % 8 == 0 for h, w in self.buckets),
-                 f"data.buckets sides must be positive multiples of 8 (the autoencoder's factor), got {self.buckets}")
+        # Multiples of autoencoder factor x patch size are checked against the data's manifest
+        # (run/data_dims.py): the factor is the data's (8 for SD3's VAE, 2 for the demo's pixels).
+        _require(self.resolution is None or self.resolution > 0,
+                 f"data.resolution must be a positive number of pixels, got {self.resolution}")
+        _require(all(h > 0 and w > 0 for h, w in self.buckets),
+                 f"data.buckets sides must be positive numbers of pixels, got {self.buckets}")
         _require(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
         for name in ("caption_mix", "text_dropout"):
             value = getattr(self, name)
@@ -125,7 +129,13 @@ class TrainConfig:
     ema_every: int = 100
     """Optimizer steps between EMA updates (SD3: 0.99 every 100 batches); 0 turns EMA off."""
     init_from: str = ""
-    """Checkpoint or exported weights to start the model from (weights only; step and optimizer start fresh)."""
+    """Checkpoint or exported weights to start the model from (weights only; step and optimizer start
+    fresh). `train` rewrites it as the absolute checkpoint (or diffusers) directory it resolved to."""
+    init_from_ema: bool = False
+    """Start from the source checkpoint's EMA weights instead of its raw ones."""
+    init_from_step: Optional[int] = None
+    """Filled by `train`: the optimizer step of the checkpoint the weights came from (None: a
+    diffusers source, or no init_from), so a fine-tune's config says what it started from."""
     nan_tolerance: int = 10
     """Optimizer steps in a row with a non-finite loss or gradient that are skipped (and counted)
     before the run stops with exit code 65, keeping the last good checkpoint."""
@@ -182,8 +192,17 @@ class ParallelConfig:
     """ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also parameters."""
     precision: Literal["bf16", "fp32"] = "bf16"
     """Compute precision; bf16 keeps fp32 master weights in the optimizer."""
-    activation_checkpointing: bool = False
-    """Recompute each block's activations in backward: less memory, about a third more compute."""
+    activation_checkpointing: Union[bool, int] = 0
+    """Recompute the activations of every k-th block (blocks i with i % k == 0) in backward: 0 none,
+    1 every block (least memory, about a third more compute). `false`/`true`, this key's values
+    before it took an interval, are read as 0/1 so earlier run dirs load; it is an int afterwards."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.activation_checkpointing, bool):
+            self.activation_checkpointing = int(self.activation_checkpointing)
+        _require(self.activation_checkpointing >= 0,
+                 f"parallel.activation_checkpointing must be >= 0 (0: no block, 1: every block, k: every "
+                 f"k-th block), got {self.activation_checkpointing}; 0 turns it off")
 
 
 @dataclass

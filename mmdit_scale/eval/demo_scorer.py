@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import random
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from data_pipeline.demo_data import BACKGROUND, COLOURS, SHAPES, Combo, all_combos, render, scene_for, shape_polygon
+from data_pipeline.demo_data import (BACKGROUND, COLOURS, POSITIONS, SHAPES, Combo, all_combos, render, scene_for,
+                                    shape_polygon)
 
 ATTRIBUTES: tuple[str, ...] = ("colour", "shape", "position")
 FOREGROUND_DISTANCE = 60.0
@@ -131,10 +132,30 @@ class Accuracy:
     position: float
     all: float
     """Fraction of images with every attribute right."""
+    confusion: dict[str, dict] = field(default_factory=dict)
+    """Per attribute: `labels` (the values, then "none" for no object found) and `counts`, a matrix
+    whose row is the value asked for and column the value detected: where the model goes wrong."""
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict:
         return {"n": self.n, "colour": self.colour, "shape": self.shape, "position": self.position,
-                "all": self.all}
+                "all": self.all, "confusion": self.confusion}
+
+
+LABELS = {"colour": tuple(COLOURS), "shape": tuple(SHAPES), "position": POSITIONS}
+NONE = "none"
+
+
+def confusion(detections: Sequence[Detection], prompts: Sequence[Combo]) -> dict[str, dict]:
+    """Asked x detected counts per attribute (see `Accuracy.confusion`)."""
+    out = {}
+    for attribute, values in LABELS.items():
+        labels = (*values, NONE)
+        counts = [[0] * len(labels) for _ in values]
+        for detected, prompt in zip(detections, prompts):
+            found = getattr(detected, attribute)
+            counts[values.index(getattr(prompt, attribute))][labels.index(found if found in values else NONE)] += 1
+        out[attribute] = {"labels": list(labels), "counts": counts}
+    return out
 
 
 def accuracy(detections: Sequence[Detection], prompts: Sequence[Combo]) -> Accuracy:
@@ -142,7 +163,8 @@ def accuracy(detections: Sequence[Detection], prompts: Sequence[Combo]) -> Accur
         raise ValueError(f"need one detection per prompt, got {len(detections)} and {len(prompts)}")
     hits = [d.matches(p) for d, p in zip(detections, prompts)]
     mean = {a: sum(h[a] for h in hits) / len(hits) for a in ATTRIBUTES}
-    return Accuracy(n=len(hits), **mean, all=sum(all(h.values()) for h in hits) / len(hits))
+    return Accuracy(n=len(hits), **mean, all=sum(all(h.values()) for h in hits) / len(hits),
+                    confusion=confusion(detections, prompts))
 
 
 def score_images(images: Iterable[np.ndarray], prompts: Sequence[Combo]) -> Accuracy:

@@ -47,6 +47,10 @@ class SampleSettings:
     """Use the checkpoint's EMA weights instead of the raw ones."""
     per_prompt: int = 1
     """Images per prompt (the grid's columns)."""
+    height: int | None = None
+    """Image height in pixels; None: the training data's resolution."""
+    width: int | None = None
+    """Image width in pixels; None: the training data's resolution."""
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.per_prompt < 1:
@@ -150,19 +154,28 @@ class RunSampler:
         tensors = {k: v.to(dtype).float() for k, v in tensors.items()}
         return assemble_text(tensors, "orig", self.layout)
 
-    def latent_shape(self) -> tuple[int, int, int]:
+    def latent_shape(self, settings: SampleSettings) -> tuple[int, int, int]:
+        """(C, h, w) of the latent of one image of `settings`' resolved size."""
         lat = self.provenance.latent
-        side = self.provenance.resolution // lat.factor
-        return lat.channels, side, side
+        return lat.channels, settings.height // lat.factor, settings.width // lat.factor
 
     def resolved(self, settings: SampleSettings) -> SampleSettings:
-        """`settings` with the shift that sampling uses filled in (what the grid's JSON records)."""
-        if settings.shift is not None:
-            return settings
-        _, h, w = self.latent_shape()
-        factor = self.provenance.latent.factor
-        return replace(settings, shift=shift_for_size(self.config.flow.shift, (h * factor, w * factor),
-                                                      self.config.data.resolution))
+        """`settings` with the size (default: the data's resolution) and the shift (default: the
+        training rule for that size) that sampling uses filled in: what the grid's JSON records.
+        SamplingError for a size the model cannot draw."""
+        side = self.provenance.resolution
+        height, width = settings.height or side, settings.width or side
+        unit = self.provenance.latent.factor * self.config.model.patch_size
+        if height % unit or width % unit:
+            raise SamplingError(f"{height}x{width} px: sides must be multiples of {unit} px (autoencoder factor "
+                                f"{self.provenance.latent.factor} x patch size {self.config.model.patch_size})")
+        table = self.config.model.pos_embed_max_size
+        if max(height, width) // unit > table:
+            raise SamplingError(f"{height}x{width} px is a {height // unit}x{width // unit} token grid, beyond the "
+                                f"model's position table ({table} per side): at most {table * unit} px per side")
+        shift = settings.shift if settings.shift is not None else shift_for_size(
+            self.config.flow.shift, (height, width), self.config.data.resolution)
+        return replace(settings, height=height, width=width, shift=shift)
 
     @torch.no_grad()
     def sample(self, prompts: list[str], settings: SampleSettings) -> np.ndarray:
@@ -172,7 +185,7 @@ class RunSampler:
         expanded = [p for p in prompts for _ in range(settings.per_prompt)]
         context, pooled = self.encode_prompts(expanded)
         generator = torch.Generator().manual_seed(settings.seed)
-        noise = torch.randn((len(expanded),) + self.latent_shape(), generator=generator)
+        noise = torch.randn((len(expanded),) + self.latent_shape(settings), generator=generator)
         z = euler_sample(self.model, noise.to(self.device), settings.steps, formulation=self.formulation,
                          shift=settings.shift, cfg=settings.cfg,
                          cond={"context": context.to(self.device), "pooled": pooled.to(self.device)},

@@ -27,6 +27,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from mmdit_scale.config import RunConfig
+from mmdit_scale.eval.comparable import Setting
 from mmdit_scale.run.layout import CONFIG_FILE, METRICS_FILE
 from mmdit_scale.run.metrics_log import metrics_path, read_records
 from mmdit_scale.plan.tokens import Tokens, square_tokens, token_layout
@@ -60,6 +61,10 @@ class Run:
     """Tokens of one sample, as flops_per_sample counts them."""
     tokens_from: str = ""
     """Where `tokens` came from: the training manifest's path, or SD3_TOKENS."""
+    setting: Optional[Setting] = None
+    """What its validation loss is measured on (comparable.py): only equal settings share a fit."""
+    init_from: str = ""
+    """train.init_from: a fine-tune's compute is not all in its FLOPs, so it is left out of fits."""
 
     def at_step(self, step: int) -> Optional[ValPoint]:
         return next((p for p in self.points if p.step == step), None)
@@ -100,7 +105,8 @@ def read_run(path: str | Path, name: Optional[str] = None) -> Run:
         points.append(ValPoint(step=step, samples=samples, flops=flops, val_loss=float(row["val_loss"]), evals=evals))
     return Run(name=name or path.name, path=path, depth=cfg.model.depth, hidden_size=cfg.model.hidden_size,
                params=count_parameters(cfg.model).total, flops_per_sample=per_sample, points=points,
-               skipped_lines=skipped, tokens=tokens, tokens_from=layout.source)
+               skipped_lines=skipped, tokens=tokens, tokens_from=layout.source, setting=Setting.of(cfg),
+               init_from=cfg.train.init_from)
 
 
 def _read_metrics(path: Path) -> tuple[dict[int, dict], int]:
@@ -213,10 +219,17 @@ def loss_vs_params(runs: Sequence[Run], step: int) -> Optional[PowerLawFit]:
 
 @dataclass(frozen=True)
 class Correlation:
+    """Validation loss against one eval metric over (run, step) points, as in the SD3 paper's figure
+    of validation loss against GenEval and human preference."""
+
     metric: str
     points: int
     pearson: float
     spearman: float
+    pearson_p: float
+    """Two-sided p-value of no linear correlation."""
+    spearman_p: float
+    """Two-sided p-value of no monotonic correlation."""
 
 
 def eval_correlations(runs: Sequence[Run]) -> list[Correlation]:
@@ -230,6 +243,7 @@ def eval_correlations(runs: Sequence[Run]) -> list[Correlation]:
         losses, values = zip(*pairs) if pairs else ((), ())
         if len(pairs) < 3 or len(set(values)) < 2 or len(set(losses)) < 2:
             continue
-        out.append(Correlation(metric=name, points=len(pairs), pearson=float(pearsonr(losses, values)[0]),
-                               spearman=float(spearmanr(losses, values)[0])))
+        pearson, spearman = pearsonr(losses, values), spearmanr(losses, values)
+        out.append(Correlation(metric=name, points=len(pairs), pearson=float(pearson[0]), spearman=float(spearman[0]),
+                               pearson_p=float(pearson[1]), spearman_p=float(spearman[1])))
     return out

@@ -1,9 +1,11 @@
 """Write the scaling report of a set of runs: PNG plots, a markdown page and the fits as JSON.
 
-    report = write_scaling_report([read_run(d) for d in run_dirs], out_dir)
+    report = write_scaling_report([read_run(d) for d in run_dirs], out_dir, min_steps=1)
 
-Files in `out_dir`: `loss_vs_compute.png`, `loss_vs_params.png` (with 2 or more model sizes),
-`eval_correlation.png` (with eval metrics), `scaling_report.md`, `scaling_fit.json`.
+Only comparable runs are fitted (comparable.py); the others are listed, each with its reason, in
+`report.excluded`, the markdown and the JSON. Files in `out_dir`: `loss_vs_compute.png`,
+`loss_vs_params.png` (with 2 or more model sizes), `eval_correlation.png` (with eval metrics),
+`scaling_report.md`, `scaling_fit.json`.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from mmdit_scale.eval.comparable import Exclusion, Setting, nothing_left, select_comparable
 from mmdit_scale.eval.scaling import (
     MIN_SATURATING_POINTS,
     Correlation,
@@ -30,6 +33,12 @@ from mmdit_scale.eval.scaling import (
 @dataclass
 class ScalingReport:
     runs: list[Run]
+    """The fitted runs: comparable, and validated at step min_steps or later."""
+    setting: Setting
+    """What the fitted runs share."""
+    excluded: list[Exclusion]
+    """The runs left out, each with its reason."""
+    min_steps: int
     compute_fit: Optional[PowerLawFit]
     """L(C) on the compute frontier; None with fewer than 4 frontier points or no fit."""
     params_fits: dict[int, PowerLawFit]
@@ -38,10 +47,12 @@ class ScalingReport:
     files: list[Path]
 
 
-def write_scaling_report(runs: Sequence[Run], out_dir: str | Path) -> ScalingReport:
-    runs = [run for run in runs if run.points]
+def write_scaling_report(runs: Sequence[Run], out_dir: str | Path, min_steps: int = 1) -> ScalingReport:
+    """NoComparableRuns (a ValueError naming every run's reason) when no run is left to fit."""
+    selection = select_comparable(runs, min_steps)
+    runs = selection.runs
     if not runs:
-        raise ValueError("no run has a validation loss (metrics.jsonl lines with val_loss)")
+        raise nothing_left(selection.excluded)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     frontier = compute_frontier(runs)
@@ -49,7 +60,8 @@ def write_scaling_report(runs: Sequence[Run], out_dir: str | Path) -> ScalingRep
     params_fits = {step: fit for step in fixed_steps(runs)
                    if (fit := _or_none(lambda: loss_vs_params(runs, step))) is not None}
     correlations = eval_correlations(runs)
-    report = ScalingReport(runs=list(runs), compute_fit=compute_fit, params_fits=params_fits,
+    report = ScalingReport(runs=list(runs), setting=selection.setting, excluded=selection.excluded,
+                           min_steps=min_steps, compute_fit=compute_fit, params_fits=params_fits,
                            correlations=correlations, files=[])
     report.files += _plots(report, frontier, out)
     (out / "scaling_fit.json").write_text(json.dumps(_as_json(report), indent=2) + "\n")
@@ -78,6 +90,11 @@ def _markdown(report: ScalingReport) -> str:
         last = run.points[-1]
         lines.append(f"| {run.name} | {run.depth} | {run.hidden_size} | {run.params:,} | {last.step} "
                      f"| {last.samples:.4g} | {last.flops:.3e} | {last.val_loss:.4f} |")
+    shared = ", ".join(f"{key}={value!r}" for key, value in report.setting.as_json().items())
+    lines += ["", f"The fitted runs are trained from scratch and share {shared}."]
+    if report.excluded:
+        lines += ["", "## Runs left out", "", "| run | path | reason |", "|---|---|---|"]
+        lines += [f"| {e.run} | {e.path} | {e.reason} |" for e in report.excluded]
     lines += ["", "## Loss against compute", ""]
     if report.compute_fit:
         lines.append(f"Frontier fit: L(C) = {_equation(report.compute_fit, 'C')}; exponent b = "
@@ -95,8 +112,9 @@ def _markdown(report: ScalingReport) -> str:
         lines.append("Needs runs of at least two sizes that share a validation step.")
     lines += ["", "## Validation loss and eval metrics", ""]
     if report.correlations:
-        lines += ["| metric | points | Pearson r | Spearman rho |", "|---|---:|---:|---:|"]
-        lines += [f"| {c.metric} | {c.points} | {c.pearson:.3f} | {c.spearman:.3f} |" for c in report.correlations]
+        lines += ["| metric | points | Pearson r | p | Spearman rho | p |", "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {c.metric} | {c.points} | {c.pearson:.3f} | {c.pearson_p:.2g} | {c.spearman:.3f} | "
+                  f"{c.spearman_p:.2g} |" for c in report.correlations]
         lines += ["", "![eval correlation](eval_correlation.png)"]
     else:
         lines.append("No run logged eval metrics (`eval/<name>` in metrics.jsonl) at 3 or more validation points.")
@@ -109,6 +127,9 @@ def _as_json(report: ScalingReport) -> dict:
                   "params": r.params, "flops_per_sample": r.flops_per_sample,
                   "tokens": asdict(r.tokens) if r.tokens else None, "tokens_from": r.tokens_from,
                   "points": [asdict(p) for p in r.points]} for r in report.runs],
+        "setting": report.setting.as_json(),
+        "min_steps": report.min_steps,
+        "excluded": [asdict(e) for e in report.excluded],
         "compute_fit": asdict(report.compute_fit) if report.compute_fit else None,
         "params_fits": {str(step): asdict(fit) for step, fit in report.params_fits.items()},
         "correlations": [asdict(c) for c in report.correlations],

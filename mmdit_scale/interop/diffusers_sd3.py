@@ -112,11 +112,19 @@ DIFFUSERS_NAMES = {
 """diffusers' config.json name of an MMDiTConfig field, where it differs (for messages)."""
 
 
+TABLE_FIELDS = ("pos_embed_max_size", "sample_size")
+"""Fields that shape only the sin-cos position table, a buffer our model recomputes from its config:
+a source may differ in them (its table is cropped or enlarged), as a checkpoint source may."""
+
+
 def config_differences(recipe: MMDiTConfig, theirs: MMDiTConfig) -> list[str]:
     """'field: recipe A, diffusers B' for each field where a recipe's model differs from a diffusers
-    transformer's layout. QK-norm may be added to weights without it (the scales start at one), not dropped."""
+    transformer's layout in a way its weights cannot serve. QK-norm may be added to weights without
+    it (the scales start at one), not dropped; the position table's fields may differ (TABLE_FIELDS)."""
     out = []
     for f in fields(MMDiTConfig):
+        if f.name in TABLE_FIELDS:
+            continue
         ours, other = getattr(recipe, f.name), getattr(theirs, f.name)
         differs = (other and not ours) if f.name == "qk_norm" else ours != other
         if differs:

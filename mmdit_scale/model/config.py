@@ -125,3 +125,15 @@ class MMDiTConfig:
     def from_depth(cls, depth: int, **overrides: Any) -> "MMDiTConfig":
         """One rung of the SD3 ladder: hidden 64*depth, depth heads, SD3's input dims and defaults."""
         return cls(depth=depth, **{**asdict(SD3_INPUT_DIMS), **overrides})
+
+
+def checkpointed_blocks(depth: int, every: int) -> range:
+    """The blocks that activation checkpointing recomputes: block i when i % every == 0.
+
+    every = 0: none; 1: all; k: every k-th from block 0 (k >= depth: block 0 only). The one home of
+    the rule: the model applies it, and `plan` prices its memory and recompute FLOPs (torch-free).
+    """
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise ValueError(f"activation checkpointing takes an int >= 0 (0: no block, 1: every block, "
+                         f"k: every k-th block), got {every!r}")
+    return range(0, depth, every) if every else range(0)

@@ -7,7 +7,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from mmdit_scale.model.block import JointBlock, layer_norm, modulate
-from mmdit_scale.model.config import MMDiTConfig
+from mmdit_scale.model.config import MMDiTConfig, checkpointed_blocks
 from mmdit_scale.model.embeddings import TIME_FREQ_DIM, MLPEmbedder, PatchEmbed, timestep_features
 
 TIMESTEP_SCALE = 1000.0
@@ -52,12 +52,14 @@ class MMDiT(nn.Module):
                        context_pre_only=i == cfg.depth - 1, dual_attention=i in cfg.dual_attention_layers)
             for i in range(cfg.depth))
         self.final_layer = FinalLayer(dim, cfg.patch_size ** 2 * cfg.out_channels)
-        self.activation_checkpointing = False
+        self.checkpointed: tuple[int, ...] = ()
+        """Indices of the blocks whose activations are recomputed in backward instead of stored."""
         self.init_weights()
 
-    def set_activation_checkpointing(self, enabled: bool = True) -> None:
-        """Recompute each block's activations in backward instead of storing them (same numbers, less memory)."""
-        self.activation_checkpointing = enabled
+    def set_activation_checkpointing(self, every: int) -> None:
+        """Recompute the activations of every `every`-th block (blocks i with i % every == 0) in backward
+        instead of storing them: the same numbers for less memory. 0: none, 1: every block."""
+        self.checkpointed = tuple(checkpointed_blocks(self.cfg.depth, every))
 
     @torch.no_grad()
     def init_weights(self) -> None:
@@ -100,8 +102,8 @@ class MMDiT(nn.Module):
         cond = F.silu(self.t_embedder(t_freq) + self.y_embedder(pooled))  # (B, D)
         h = self.x_embedder(x)  # (B, N, D), N = (H/p) * (W/p)
         c = self.context_embedder(context)  # (B, T, D)
-        for block in self.blocks:
-            if self.activation_checkpointing and torch.is_grad_enabled():
+        for index, block in enumerate(self.blocks):
+            if index in self.checkpointed and torch.is_grad_enabled():
                 h, c = checkpoint(block, h, c, cond, use_reentrant=False)
             else:
                 h, c = block(h, c, cond)  # (B, N, D), (B, T, D) or None after the last block

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mmdit_scale.model.config import MMDiTConfig
+from mmdit_scale.model.config import MMDiTConfig, checkpointed_blocks
 from mmdit_scale.plan.tokens import Tokens
 
 TIME_FREQ_DIM = 256
@@ -30,7 +30,8 @@ class Flops:
     forward: float
     """One forward pass."""
     training: float
-    """Forward plus backward (no recomputation: activation checkpointing adds hardware work, not model FLOPs)."""
+    """Forward plus backward (no recomputation: activation checkpointing adds hardware work, not model
+    FLOPs; `recompute_flops` counts it)."""
     attention: float
     """Training FLOPs of the attention score and value matmuls alone (QK^T and PV)."""
     headline: float
@@ -47,11 +48,33 @@ def headline_flops(depth: int, hidden: int, seq: int) -> float:
     return 72.0 * depth * hidden**2 * seq + 12.0 * depth * hidden * seq**2
 
 
+def _block_macs(cfg: MMDiTConfig, tokens: Tokens, index: int) -> tuple[int, int]:
+    """(weight, attention) multiply-adds of block `index`'s forward for one sample."""
+    d, n, t = cfg.hidden_size, tokens.image, tokens.text
+    mlp = int(d * cfg.mlp_ratio)
+    dual = index in cfg.dual_attention_layers
+    macs = (9 if dual else 6) * d * d  # image-stream adaLN, per sample
+    macs += n * (4 * d * d + 2 * d * mlp)  # image qkv, proj, MLP
+    if index == cfg.depth - 1:  # pre-only text stream: 2 modulation chunks and qkv
+        macs += 2 * d * d + t * 3 * d * d
+    else:
+        macs += 6 * d * d + t * (4 * d * d + 2 * d * mlp)
+    attention = 2 * tokens.total**2 * d  # QK^T and PV over all heads
+    if dual:
+        macs += n * 4 * d * d  # attn2 qkv and proj
+        attention += 2 * n * n * d
+    return macs, attention
+
+
+def recompute_flops(cfg: MMDiTConfig, tokens: Tokens, checkpoint_every: int) -> float:
+    """FLOPs per sample that activation checkpointing adds: each checkpointed block's forward runs
+    again in backward (hardware work, not model FLOPs: MFU leaves it out)."""
+    return sum(2.0 * sum(_block_macs(cfg, tokens, i)) for i in checkpointed_blocks(cfg.depth, checkpoint_every))
+
+
 def training_flops(cfg: MMDiTConfig, tokens: Tokens) -> Flops:
     """Exact matmul FLOPs of one training sample of `tokens` through an MM-DiT of shape `cfg`."""
     d, n, t = cfg.hidden_size, tokens.image, tokens.text
-    s = n + t
-    mlp = int(d * cfg.mlp_ratio)
     patch_in = cfg.in_channels * cfg.patch_size**2
     patch_out = cfg.out_channels * cfg.patch_size**2
 
@@ -60,18 +83,9 @@ def training_flops(cfg: MMDiTConfig, tokens: Tokens) -> Flops:
     macs = data_inputs + 2 * d * d  # + second layers of the timestep and pooled MLPs
     attention = 0
     for index in range(cfg.depth):
-        dual = index in cfg.dual_attention_layers
-        last = index == cfg.depth - 1
-        macs += (9 if dual else 6) * d * d  # image-stream adaLN, per sample
-        macs += n * (4 * d * d + 2 * d * mlp)  # image qkv, proj, MLP
-        if last:  # pre-only text stream: 2 modulation chunks and qkv
-            macs += 2 * d * d + t * 3 * d * d
-        else:
-            macs += 6 * d * d + t * (4 * d * d + 2 * d * mlp)
-        attention += 2 * s * s * d  # QK^T and PV over all heads
-        if dual:
-            macs += n * 4 * d * d  # attn2 qkv and proj
-            attention += 2 * n * n * d
+        block, block_attention = _block_macs(cfg, tokens, index)
+        macs += block
+        attention += block_attention
     macs += 2 * d * d + n * d * patch_out  # final adaLN and linear
     macs += attention
     forward = 2.0 * macs
@@ -79,5 +93,5 @@ def training_flops(cfg: MMDiTConfig, tokens: Tokens) -> Flops:
         forward=forward,
         training=3.0 * forward - 2.0 * data_inputs,
         attention=6.0 * attention,
-        headline=headline_flops(cfg.depth, d, s),
+        headline=headline_flops(cfg.depth, d, tokens.total),
     )

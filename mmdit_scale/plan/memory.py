@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mmdit_scale.model.config import MMDiTConfig
+from mmdit_scale.model.config import MMDiTConfig, checkpointed_blocks
 from mmdit_scale.plan.tokens import Tokens
 
 GIB = 2**30
@@ -47,7 +47,7 @@ DUAL_ATTENTION = 6
 FINAL_LAYER = 3
 """Final layer per image token: norm input, norm output, modulated input of the output linear."""
 CHECKPOINTED_BLOCK = 1
-"""With activation checkpointing a block keeps only its inputs: the image and text streams (D per token)."""
+"""A checkpointed block keeps only its inputs: the image and text streams (D per token)."""
 
 # DeepSpeed's defaults (deepspeed.runtime.zero.config), in elements.
 REDUCE_BUCKET = 500_000_000
@@ -111,38 +111,55 @@ def _block_elements(cfg: MMDiTConfig, tokens: Tokens, index: int) -> int:
     return elements * cfg.hidden_size
 
 
-def activation_elements(cfg: MMDiTConfig, tokens: Tokens, checkpointing: bool) -> int:
-    """Elements autograd keeps for backward, per sample.
+def activation_elements(cfg: MMDiTConfig, tokens: Tokens, checkpoint_every: int) -> int:
+    """Elements autograd keeps for backward, per sample, with every `checkpoint_every`-th block
+    checkpointed (0: none, 1: all).
 
     Outside the blocks: the data inputs of the patch and context embedders (kept for their weight
-    gradients) and the final layer. With checkpointing each block keeps its inputs and recomputes
-    the rest in backward, one block at a time.
+    gradients) and the final layer. A checkpointed block keeps only its inputs and recomputes the
+    rest in backward, one block at a time; any other block keeps everything.
     """
     outside = (cfg.in_channels * cfg.patch_size**2 * tokens.image + cfg.context_dim * tokens.text
                + FINAL_LAYER * cfg.hidden_size * tokens.image)
-    if checkpointing:
-        return outside + cfg.depth * CHECKPOINTED_BLOCK * cfg.hidden_size * tokens.total
-    return outside + sum(_block_elements(cfg, tokens, i) for i in range(cfg.depth))
+    checkpointed = set(checkpointed_blocks(cfg.depth, checkpoint_every))
+    return outside + sum(CHECKPOINTED_BLOCK * cfg.hidden_size * tokens.total if i in checkpointed
+                         else _block_elements(cfg, tokens, i) for i in range(cfg.depth))
 
 
 def activation_bytes(cfg: MMDiTConfig, tokens: Tokens, micro_batch: int, precision: str,
-                     checkpointing: bool) -> float:
+                     checkpoint_every: int) -> float:
     """Peak activation bytes of one micro-batch: what is saved plus one block's working set.
 
     The working set is the block being recomputed under checkpointing, and stands for the
     gradient buffers of the block being differentiated without it.
     """
     working = max(_block_elements(cfg, tokens, i) for i in range(cfg.depth))
-    per_sample = activation_elements(cfg, tokens, checkpointing) + working
+    per_sample = activation_elements(cfg, tokens, checkpoint_every) + working
     return float(micro_batch * per_sample * BYTES_PER_ELEMENT[precision])
 
 
 def memory_per_gpu(params: int, largest_layer: int, cfg: MMDiTConfig, tokens: Tokens, micro_batch: int,
-                   gpus: int, stage: int, precision: str, checkpointing: bool) -> Memory:
+                   gpus: int, stage: int, precision: str, checkpoint_every: int) -> Memory:
     weights, grads, optim = model_states(params, gpus, stage, precision)
     return Memory(weights=weights, gradients=grads, optimizer=optim,
-                  activations=activation_bytes(cfg, tokens, micro_batch, precision, checkpointing),
+                  activations=activation_bytes(cfg, tokens, micro_batch, precision, checkpoint_every),
                   buffers=deepspeed_buffers(params, largest_layer, stage, precision))
+
+
+def more_checkpointing(depth: int, checkpoint_every: int) -> list[int]:
+    """Intervals that checkpoint more blocks than `checkpoint_every`, fewest blocks first (so the
+    first that fits recomputes least); among equal counts the larger interval comes first."""
+    have = len(checkpointed_blocks(depth, checkpoint_every))
+    return [k for k in range(depth, 0, -1) if len(checkpointed_blocks(depth, k)) > have]
+
+
+def checkpointing_label(checkpoint_every: int) -> str:
+    """How plan names a policy: 'off', 'every block', 'every 3rd block'."""
+    if checkpoint_every <= 1:
+        return "every block" if checkpoint_every else "off"
+    k = checkpoint_every
+    suffix = "th" if k % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    return f"every {k}{suffix} block"
 
 
 def fits(memory: Memory, gpu_memory_gib: float) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from mmdit_scale.plan.flops import training_flops
-from mmdit_scale.plan.memory import GIB, USABLE_FRACTION
+from mmdit_scale.plan.memory import GIB, USABLE_FRACTION, checkpointing_label
 from mmdit_scale.plan.report import Plan
 from mmdit_scale.plan.tokens import square_tokens
 
@@ -25,10 +25,6 @@ def _count(n: int) -> str:
     return str(n)
 
 
-def _on(flag: bool) -> str:
-    return "on" if flag else "off"
-
-
 def _duration(seconds: float) -> str:
     if seconds >= 2 * 86400:
         return f"{seconds / 86400:.1f} days"
@@ -43,7 +39,8 @@ def to_text(plan: Plan, title: str) -> str:
     limit = USABLE_FRACTION * hw.gpu_memory_gib
     lines = [
         f"{title} on {hw.gpus} GPUs of {hw.gpu_memory_gib:g} GiB; {par.precision}, ZeRO-{par.zero_stage}, "
-        f"micro-batch {cfg.train.micro_batch}, activation checkpointing {_on(par.activation_checkpointing)}",
+        f"micro-batch {cfg.train.micro_batch}, "
+        f"activation checkpointing {checkpointing_label(par.activation_checkpointing)}",
         "",
         f"model        depth {m.depth}, width {m.hidden_size}, {m.num_heads} heads"
         f"{', QK-norm' if m.qk_norm else ''}{', MM-DiT-X' if m.dual_attention_layers else ''}",
@@ -66,9 +63,14 @@ def to_text(plan: Plan, title: str) -> str:
         lines.append(f"ZeRO-{stage}{mark:<16}{g['weights']:8.2f}{g['gradients']:7.2f}{g['optimizer']:11.2f}"
                      f"{g['activations']:13.2f}{g['buffers']:9.2f}{g['total']:8.2f}  "
                      f"{'yes' if plan.fits_by_stage[stage] else 'no'}")
+    lines += ["", f"activation checkpointing   blocks  activations GiB  recomputed per sample "
+                  f"(micro-batch {cfg.train.micro_batch}, {plan.largest.total} tokens)"]
+    for every, policy in plan.checkpointing.items():
+        name = checkpointing_label(every) + (" (recipe)" if every == par.activation_checkpointing else "")
+        extra = f" (+{100 * policy.recompute_flops / plan.flops.training:.1f}%)" if policy.recompute_flops else ""
+        lines.append(f"{name:<26}{policy.blocks:>4}/{m.depth:<4}{policy.activations / GIB:14.2f}  "
+                     f"{_si(policy.recompute_flops, 'FLOP')}{extra}")
     lines += [
-        f"activations  {plan.activations[False] / GIB:.2f} GiB stored, {plan.activations[True] / GIB:.2f} GiB with "
-        f"activation checkpointing (micro-batch {cfg.train.micro_batch}, {plan.largest.total} tokens)",
         "",
         f"batch        {plan.samples_per_step} samples per step = micro {cfg.train.micro_batch} x {hw.gpus} GPUs x "
         f"{plan.grad_accum} accumulation steps",
@@ -92,7 +94,7 @@ def to_text(plan: Plan, title: str) -> str:
             lines += [f"  - {s.change}: {s.memory_gib:.1f} GiB per GPU ({' '.join(s.overrides)})"
                       for s in plan.suggestions]
         else:
-            lines.append("one sample per GPU with activation checkpointing is already too large: "
+            lines.append("one sample per GPU with every block checkpointed is already too large: "
                          "use GPUs with more memory or a lower data.resolution.")
     return "\n".join(lines) + "\n"
 
@@ -117,5 +119,5 @@ def ladder_markdown(plans: Sequence[Plan]) -> str:
     return "\n".join(rows) + "\n" + (
         f"\n{hw.gpus} GPUs of {hw.gpu_memory_gib:g} GiB, {plans[0].cfg.parallel.precision}, "
         f"{plans[0].cfg.data.resolution} px, activation checkpointing "
-        f"{_on(plans[0].cfg.parallel.activation_checkpointing)}; "
+        f"{checkpointing_label(plans[0].cfg.parallel.activation_checkpointing)}; "
         f"'(no)': above {100 * USABLE_FRACTION:g}% of the card.\n")

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from mmdit_scale.config import RunConfig
+from mmdit_scale.model.config import checkpointed_blocks
 from mmdit_scale.plan.dataset import SampleBytes, sample_bytes
-from mmdit_scale.plan.flops import Flops, training_flops
-from mmdit_scale.plan.memory import GIB, USABLE_FRACTION, ZERO_STAGES, Memory, activation_bytes, fits, memory_per_gpu
+from mmdit_scale.plan.flops import Flops, recompute_flops, training_flops
+from mmdit_scale.plan.memory import (GIB, USABLE_FRACTION, ZERO_STAGES, Memory, activation_bytes, checkpointing_label,
+                                     fits, memory_per_gpu, more_checkpointing)
 from mmdit_scale.plan.params import ParamCount, count_parameters
 from mmdit_scale.plan.suggest import Suggestion, suggestions
 from mmdit_scale.plan.peaks import PEAK_TFLOPS, PLAN_GPU
@@ -44,6 +46,20 @@ class Hardware:
 
 
 @dataclass(frozen=True)
+class Checkpointing:
+    """What one activation checkpointing policy costs, at the recipe's micro-batch and largest bucket."""
+
+    every: int
+    """The policy: parallel.activation_checkpointing (0 none, 1 every block, k every k-th block)."""
+    blocks: int
+    """Blocks it checkpoints."""
+    activations: float
+    """Activation bytes per GPU."""
+    recompute_flops: float
+    """FLOPs per sample of the forwards it runs again in backward (at data.resolution, as `flops`)."""
+
+
+@dataclass(frozen=True)
 class Plan:
     cfg: RunConfig
     hardware: Hardware
@@ -57,8 +73,8 @@ class Plan:
     flops: Flops
     memory: dict[int, Memory]
     """Per ZeRO stage (1-3, and 0 if the recipe uses it), at the recipe's micro-batch and checkpointing."""
-    activations: dict[bool, float]
-    """Activation bytes per GPU without (False) and with (True) checkpointing."""
+    checkpointing: dict[int, Checkpointing]
+    """By interval: no checkpointing (0), the recipe's policy, every block (1), in that order."""
     grad_accum: int
     samples_per_step: int
     step_seconds: float
@@ -74,6 +90,10 @@ class Plan:
     @property
     def fits(self) -> bool:
         return any(self.fits_by_stage.values())
+
+    @property
+    def recipe_checkpointing(self) -> Checkpointing:
+        return self.checkpointing[self.cfg.parallel.activation_checkpointing]
 
     @property
     def peak_tflops(self) -> float:
@@ -105,24 +125,32 @@ def make_plan(cfg: RunConfig, hardware: Hardware, params: Optional[ParamCount] =
     flops = training_flops(cfg.model, tokens)
     precision, micro = cfg.parallel.precision, cfg.train.micro_batch
 
-    def memory_at(stage: int, micro_batch: int, ckpt: bool, gpus: int) -> Memory:
+    def memory_at(stage: int, micro_batch: int, ckpt: int, gpus: int) -> Memory:
         return memory_per_gpu(params.total, params.largest_layer, cfg.model, largest, micro_batch, gpus,
                               stage, precision, ckpt)
+
+    def policy(every: int) -> Checkpointing:
+        return Checkpointing(every, len(checkpointed_blocks(cfg.model.depth, every)),
+                             activation_bytes(cfg.model, largest, micro, precision, every),
+                             recompute_flops(cfg.model, tokens, every))
 
     ckpt = cfg.parallel.activation_checkpointing
     # ZeRO-1/2/3 always; stage 0 (plain data parallel) too when the recipe asks for it.
     stages = sorted({*ZERO_STAGES, cfg.parallel.zero_stage})
     memory = {stage: memory_at(stage, micro, ckpt, hardware.gpus) for stage in stages}
-    activations = {flag: activation_bytes(cfg.model, largest, micro, precision, flag) for flag in (False, True)}
+    checkpointing = {every: policy(every) for every in (0, ckpt, 1)}
     grad_accum = max(1, math.ceil(cfg.train.global_batch / (micro * hardware.gpus)))
     samples_per_step = grad_accum * micro * hardware.gpus
     peak = hardware.peak_tflops or PEAK_TFLOPS[PLAN_GPU][precision]
     step_seconds = samples_per_step * flops.training / (hardware.gpus * peak * 1e12 * hardware.mfu)
+    stronger = [(p.every, f"activation checkpointing {checkpointing_label(p.every)} ({p.blocks} of {cfg.model.depth} "
+                          f"blocks, {100 * p.recompute_flops / flops.training:.0f}% more compute)")
+                for p in map(policy, more_checkpointing(cfg.model.depth, ckpt))]
     advice = [] if fits(memory[cfg.parallel.zero_stage], hardware.gpu_memory_gib) else suggestions(
         memory_at, lambda m: fits(m, hardware.gpu_memory_gib), cfg.parallel.zero_stage, micro, ckpt, hardware.gpus,
-        cfg.train.global_batch)
+        cfg.train.global_batch, stronger)
     return Plan(cfg=cfg, hardware=hardware, params=params, layout=layout, tokens=tokens, largest=largest, flops=flops,
-                memory=memory, activations=activations, grad_accum=grad_accum, samples_per_step=samples_per_step,
+                memory=memory, checkpointing=checkpointing, grad_accum=grad_accum, samples_per_step=samples_per_step,
                 step_seconds=step_seconds, data=sample_bytes(cfg, layout), suggestions=advice,
                 input_dims_from=filled or "set in the recipe")
 
@@ -152,9 +180,13 @@ def to_json(plan: Plan) -> dict[str, Any]:
         "precision": cfg.parallel.precision,
         "zero_stage": cfg.parallel.zero_stage,
         "activation_checkpointing": cfg.parallel.activation_checkpointing,
+        "checkpointed_blocks": plan.recipe_checkpointing.blocks,
+        "recompute_flops_per_sample": plan.recipe_checkpointing.recompute_flops,
         "memory_per_gpu_gb": {_zero(s): m.total / GIB for s, m in plan.memory.items()},
         "memory_breakdown_gb": {_zero(s): m.gib() for s, m in plan.memory.items()},
-        "activations_gb": {"stored": plan.activations[False] / GIB, "checkpointed": plan.activations[True] / GIB},
+        "activations_gb": {"stored": plan.checkpointing[0].activations / GIB,
+                           "checkpointed": plan.checkpointing[1].activations / GIB,
+                           "recipe": plan.recipe_checkpointing.activations / GIB},
         "fits_by_stage": {_zero(s): ok for s, ok in plan.fits_by_stage.items()},
         "fits": plan.fits,
         "suggestions": [{"change": s.change, "overrides": list(s.overrides), "zero_stage": s.zero_stage,

@@ -1,14 +1,14 @@
-"""What to change when a recipe does not fit: another ZeRO stage, activation checkpointing, a
-smaller micro-batch, or more GPUs; each checked with the same memory model as the plan itself."""
+"""What to change when a recipe does not fit: another ZeRO stage, the least activation checkpointing
+that fits, a smaller micro-batch, or more GPUs; each checked with the same memory model as the plan itself."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from mmdit_scale.plan.memory import GIB, ZERO_STAGES, Memory
 
-MemoryAt = Callable[[int, int, bool, int], Memory]
-"""memory_at(zero_stage, micro_batch, checkpointing, gpus) -> Memory per GPU."""
+MemoryAt = Callable[[int, int, int, int], Memory]
+"""memory_at(zero_stage, micro_batch, checkpoint_every, gpus) -> Memory per GPU."""
 Fits = Callable[[Memory], bool]
 
 MAX_GPUS = 1 << 20
@@ -24,7 +24,7 @@ class Suggestion:
     memory_gib: float
 
 
-def _lowest_fitting_stage(memory_at: MemoryAt, fits: Fits, micro: int, ckpt: bool, gpus: int
+def _lowest_fitting_stage(memory_at: MemoryAt, fits: Fits, micro: int, ckpt: int, gpus: int
                           ) -> Optional[tuple[int, Memory]]:
     """The lowest ZeRO stage that fits: lower stages communicate less (ZeRO-3 moves 1.5x the bytes)."""
     for stage in ZERO_STAGES:
@@ -34,9 +34,13 @@ def _lowest_fitting_stage(memory_at: MemoryAt, fits: Fits, micro: int, ckpt: boo
     return None
 
 
-def suggestions(memory_at: MemoryAt, fits: Fits, stage: int, micro: int, ckpt: bool, gpus: int,
-                global_batch: int) -> list[Suggestion]:
-    """Single changes to the recipe's (stage, micro, ckpt) on `gpus` that make it fit, cheapest first."""
+def suggestions(memory_at: MemoryAt, fits: Fits, stage: int, micro: int, ckpt: int, gpus: int,
+                global_batch: int, more_checkpointing: Sequence[tuple[int, str]]) -> list[Suggestion]:
+    """Single changes to the recipe's (stage, micro, ckpt) on `gpus` that make it fit, cheapest first.
+
+    `more_checkpointing`: (interval, change in words) of the policies that checkpoint more blocks
+    than `ckpt`, least recompute first; the first that fits is suggested.
+    """
     out: list[Suggestion] = []
 
     def add(change: str, overrides: list[str], found: tuple[int, Memory]) -> None:
@@ -49,11 +53,11 @@ def suggestions(memory_at: MemoryAt, fits: Fits, stage: int, micro: int, ckpt: b
     if found is not None:
         add(f"ZeRO-{found[0]}", [], found)
         return out
-    if not ckpt:
-        found = _lowest_fitting_stage(memory_at, fits, micro, True, gpus)
+    for every, change in more_checkpointing:
+        found = _lowest_fitting_stage(memory_at, fits, micro, every, gpus)
         if found is not None:
-            add("activation checkpointing (about a third more compute)",
-                ["parallel.activation_checkpointing=true"], found)
+            add(change, [f"parallel.activation_checkpointing={every}"], found)
+            break
     smaller = _largest_micro_batch(memory_at, fits, micro, ckpt, gpus, global_batch)
     if smaller is not None:
         add(f"micro-batch {smaller[0]} (more gradient accumulation)", [f"train.micro_batch={smaller[0]}"],
@@ -64,7 +68,7 @@ def suggestions(memory_at: MemoryAt, fits: Fits, stage: int, micro: int, ckpt: b
     return out
 
 
-def _largest_micro_batch(memory_at: MemoryAt, fits: Fits, micro: int, ckpt: bool, gpus: int, global_batch: int
+def _largest_micro_batch(memory_at: MemoryAt, fits: Fits, micro: int, ckpt: int, gpus: int, global_batch: int
                          ) -> Optional[tuple[int, tuple[int, Memory]]]:
     """The largest smaller micro-batch that fits, preferring one that divides the global batch evenly
     over the GPUs (else the step would not see exactly train.global_batch samples)."""
@@ -78,7 +82,7 @@ def _largest_micro_batch(memory_at: MemoryAt, fits: Fits, micro: int, ckpt: bool
     return fitting[0] if fitting else None
 
 
-def _fewest_gpus(memory_at: MemoryAt, fits: Fits, micro: int, ckpt: bool, gpus: int) -> Optional[int]:
+def _fewest_gpus(memory_at: MemoryAt, fits: Fits, micro: int, ckpt: int, gpus: int) -> Optional[int]:
     """Smallest GPU count above `gpus` (whole 8-GPU nodes once past one node) at which ZeRO-3 fits.
 
     ZeRO-3 memory only falls as GPUs are added, so a bisection finds it; activations do not shrink,

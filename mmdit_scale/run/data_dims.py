@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from data_pipeline.locate import check_same_provenance, first_manifest, read_manifests
+from data_pipeline.locate import absolute, check_same_provenance, first_manifest, read_manifests
 from data_pipeline.manifest import Manifest
 from mmdit_scale.config import ConfigError
 from mmdit_scale.config.schema import RunConfig
@@ -48,11 +48,14 @@ def fill_from_data(cfg: RunConfig, sd3_fallback: bool = False) -> tuple[RunConfi
     (`sd3_fallback`) or must still read it (training: to check the resolution)."""
     missing = cfg.model.missing_input_dims()
     keys = [f"model.{name}" for name in missing] + ([] if cfg.data.resolution else ["data.resolution"])
+    buckets: tuple[tuple[int, int], ...] = ()
     try:
         require_train_data(cfg)
         path, manifest = first_manifest(cfg.data.train)
         dims = manifest_input_dims(manifest, path) if missing else None
         resolution, source = manifest.provenance.resolution, f"the manifest {path}"
+        buckets = tuple(tuple(int(x) for x in b) for b in manifest.provenance.buckets or ())
+        _check_buckets(cfg.data.buckets, buckets, source)
     except (ConfigError, ValueError) as err:
         if not sd3_fallback:
             if not keys:
@@ -68,9 +71,14 @@ def fill_from_data(cfg: RunConfig, sd3_fallback: bool = False) -> tuple[RunConfi
                          f"its images are {resolution} px. data.resolution is the base of the timestep shift "
                          f"(flow.shift applies at resolution^2), so leave it unset to take {resolution} from the "
                          "manifest, or point data.train at shards of the resolution the recipe means")
+    if buckets and not cfg.data.buckets:  # the manifest's buckets are the truth the loader batches by
+        cfg = replace(cfg, data=replace(cfg.data, buckets=buckets))
+        keys.append("data.buckets")
     if not keys:
         return cfg, ""
     notes = _assignments(dims, missing).split() if dims is not None else []
+    if buckets and "data.buckets" in keys:
+        notes.append(f"data.buckets=({len(buckets)} buckets)")
     if not cfg.data.resolution:
         notes.append(f"data.resolution={resolution}")
         cfg = replace(cfg, data=replace(cfg.data, resolution=resolution))
@@ -79,15 +87,62 @@ def fill_from_data(cfg: RunConfig, sd3_fallback: bool = False) -> tuple[RunConfi
     return cfg, f"{' '.join(notes)} from {source}"
 
 
+def _check_buckets(recipe: tuple[tuple[int, int], ...], data: tuple[tuple[int, int], ...], source: str) -> None:
+    """data.buckets (for `plan` before shards exist) must be the manifest's when a recipe sets them."""
+    if not recipe or set(recipe) == set(data):
+        return
+    only_recipe = sorted(set(recipe) - set(data))
+    only_data = sorted(set(data) - set(recipe))
+    first = (f"{only_recipe[0][0]}x{only_recipe[0][1]} is in data.buckets but not in the data" if only_recipe
+             else f"{only_data[0][0]}x{only_data[0][1]} is in the data but not in data.buckets")
+    raise ValueError(f"data.buckets disagrees with {source} ({len(recipe)} buckets against "
+                     f"{len(data) or 'none'}): {first}. The manifest's buckets are what the loader batches by: "
+                     "leave data.buckets unset to take them, or set them to the manifest's")
+
+
+def check_grids(cfg: RunConfig, named: list[tuple[str, Manifest]]) -> None:
+    """Every image size of the data (its buckets, else its square resolution) has sides that are
+    multiples of autoencoder factor x patch size, and a token grid the position table covers."""
+    for name, manifest in named:
+        prov = manifest.provenance
+        unit = prov.latent.factor * cfg.model.patch_size
+        for height, width in prov.buckets or [[prov.resolution, prov.resolution]]:
+            if height % unit or width % unit:
+                raise ValueError(f"dataset {name!r}: its {height}x{width} px images are not multiples of "
+                                 f"{unit} px (autoencoder factor {prov.latent.factor} x model.patch_size "
+                                 f"{cfg.model.patch_size})")
+            grid = (height // unit, width // unit)
+            if max(grid) > cfg.model.pos_embed_max_size:
+                raise ValueError(f"dataset {name!r}: its {height}x{width} px bucket is a {grid[0]}x{grid[1]} token "
+                                 f"grid, beyond the position table's {cfg.model.pos_embed_max_size} per side: raise "
+                                 f"model.pos_embed_max_size to at least {max(grid)}")
+
+
 def _assignments(dims: InputDims, names: tuple[str, ...]) -> str:
     return " ".join(f"model.{name}={getattr(dims, name)}" for name in names)
 
 
+def absolute_data(cfg: RunConfig) -> RunConfig:
+    """`cfg` with its local data paths (and explicit manifests) absolute, so the run's config.yaml
+    still finds its data from any working directory (`sample`, `export`, `status`, a resume)."""
+    def fix(value):
+        if isinstance(value, str):
+            return absolute(value) if value else value
+        return tuple(replace(s, path=absolute(s.path), manifest=absolute(s.manifest) if s.manifest else "")
+                     for s in value)
+
+    return replace(cfg, data=replace(cfg.data, train=fix(cfg.data.train), val=fix(cfg.data.val)))
+
+
 def check_sources(cfg: RunConfig) -> None:
     """Before any rank starts: every dataset of a data.train mixture has the first one's provenance
-    (encoders and their dims, latent normalisation, storage), and so has data.val; ValueError
-    naming the dataset and what differs (the loader checks the same again on each rank)."""
+    (encoders and their dims, latent normalisation, storage), and so has data.val; and every image
+    size of either fits the model (`check_grids`). ValueError naming the dataset and what differs
+    (the loader checks provenance again on each rank)."""
     train = read_manifests(cfg.data.train)
     check_same_provenance(train)
+    check_grids(cfg, train)
     if cfg.data.val:
-        check_same_provenance(read_manifests(cfg.data.val), reference=("the training data", train[0][1]))
+        val = read_manifests(cfg.data.val)
+        check_same_provenance(val, reference=("the training data", train[0][1]))
+        check_grids(cfg, val)

@@ -94,31 +94,62 @@ def check_init_source(cfg: "RunConfig", workdir: Path | None = None) -> InitSour
     return find_init_source(Path(workdir or ".") / cfg.train.init_from)
 
 
-def load_initial_weights(model: "MMDiT", source: str) -> list[str]:
-    """Copy `source`'s weights into `model` (any dtype on disk, cast to the model's); returns log lines.
+def load_initial_weights(model: "MMDiT", source: str, ema: bool = False) -> list[str]:
+    """Copy `source`'s weights (a checkpoint's EMA with `ema`) into `model` (any dtype on disk, cast
+    to the model's); returns log lines.
 
     Raises ValueError when the source is not usable; the model may then be partly overwritten.
     """
     found = find_init_source(source)
     lines = [found.note] if found.note else []
     if found.kind == DIFFUSERS:
+        if ema:
+            raise ValueError(f"train.init_from={source} is a diffusers transformer, which holds one set of weights: "
+                             "train.init_from_ema applies to checkpoint sources (export --ema writes EMA weights)")
         return lines + _load_diffusers(model, found.path, source)
-    weights = checkpoints.load_weights(found.path)
+    try:
+        weights = checkpoints.load_weights(found.path, ema=ema)
+    except FileNotFoundError as err:
+        raise ValueError(f"train.init_from={source}: {err}") from None
     fresh_norms = _fresh_norms(model.state_dict(), weights, source)
     count = _copy_in(model, weights.items(), fresh_norms, source)
-    return lines + [f"init_from: {count} tensors from {found.path}"] + _norm_lines(found.path, fresh_norms)
+    what = "EMA tensors" if ema else "tensors"
+    return lines + [f"init_from: {count} {what} from {found.path}"] + _norm_lines(found.path, fresh_norms)
+
+
+def resolved_init(cfg: "RunConfig", workdir: Path | None = None) -> tuple["RunConfig", str]:
+    """`cfg` with train.init_from made the absolute directory it resolves to and train.init_from_step
+    the step of that checkpoint, and a line saying so ('' without init_from): what a fine-tune's
+    config and log record, whatever `latest` later names. ValueError for a source that is not usable."""
+    from dataclasses import replace
+
+    found = check_init_source(cfg, workdir)
+    if found is None:
+        return cfg, ""
+    step = checkpoints.read_state(found.path).get("step") if found.kind == CHECKPOINT else None
+    train = replace(cfg.train, init_from=str(found.path.resolve()), init_from_step=step)
+    what = f"step {step}" if step is not None else "diffusers weights"
+    return replace(cfg, train=train), (f"init_from {train.init_from} ({what}"
+                                       f"{', EMA' if cfg.train.init_from_ema else ''})")
 
 
 def _load_diffusers(model: "MMDiT", directory: Path, source: str) -> list[str]:
     from mmdit_scale.interop.diffusers_sd3 import (POS_EMBED_KEY, check_pos_table, config_differences,
                                                    iter_state_from_diffusers, key_map, read_sd3_transformer)
 
+    from mmdit_scale.model.embeddings import sincos_2d_table
+
     layout, sd = read_sd3_transformer(directory)
     differences = config_differences(model.cfg, layout)
     if differences:
         raise ValueError(f"train.init_from={source}: the diffusers transformer in {directory} does not have the "
                          "recipe's model layout: " + "; ".join(differences))
-    check_pos_table(model.x_embedder.pos_embed, sd.pop(POS_EMBED_KEY))
+    # The stored table must be the one its own config implies; ours is recomputed from the recipe.
+    table = sincos_2d_table(model.cfg.hidden_size, layout.pos_embed_max_size, layout.base_size)
+    check_pos_table(table, sd.pop(POS_EMBED_KEY))
+    resized = ([f"init_from: the position table is recomputed for pos_embed_max_size {model.cfg.pos_embed_max_size} "
+                f"(the source's was {layout.pos_embed_max_size})"]
+               if layout.pos_embed_max_size != model.cfg.pos_embed_max_size else [])
     stored = next(iter(sd.values())).dtype
     fresh_norms = _fresh_norms(model.state_dict(), [ours for ours, _, _ in key_map(layout)], source)
     # release=True: each diffusers tensor is freed once copied, so the source never exists twice.
@@ -126,7 +157,7 @@ def _load_diffusers(model: "MMDiT", directory: Path, source: str) -> list[str]:
     into = next(model.parameters()).dtype
     return ([f"init_from: {count} tensors from diffusers {SD3_CLASS} {directory} "
              f"({_dtype_name(stored)} on disk, copied into {_dtype_name(into)} weights)"]
-            + _norm_lines(directory, fresh_norms))
+            + resized + _norm_lines(directory, fresh_norms))
 
 
 def _fresh_norms(own: dict[str, "torch.Tensor"], incoming: Iterable[str], source: str) -> list[str]:

@@ -110,7 +110,7 @@ class Trainer:
         """`train.init_from` on a fresh run (a resumed run has its own weights)."""
         if self.cfg.train.init_from and self.resume_from is None:
             try:
-                lines = load_initial_weights(model, self.cfg.train.init_from)
+                lines = load_initial_weights(model, self.cfg.train.init_from, self.cfg.train.init_from_ema)
             except (OSError, ValueError) as err:
                 raise SetupError(str(err)) from None
             for line in lines:
@@ -118,7 +118,7 @@ class Trainer:
 
     def _say(self, text: str) -> None:
         if self.rank == 0:
-            print(text, flush=True)
+            Metrics.console(text)  # what Metrics.message prints with: above the progress bar, not through it
 
     def _latest(self) -> Path | None:
         """The checkpoint to resume from, one answer for all ranks: the one `latest` names if every

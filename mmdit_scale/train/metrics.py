@@ -7,7 +7,10 @@ log interval turns them into global numbers (no host sync per step). Logged ever
 - learning rate and the global gradient norm (of the last step of the interval);
 - samples/s, tokens/s (image + text tokens) and MFU (`plan.peaks`, `plan.flops`), from rank 0's wall clock;
 - peak memory of the busiest rank (accelerator memory, or resident memory on CPU);
-- skipped steps so far (non-finite guard).
+- skipped steps so far (non-finite guard);
+- `eta_s`: the steps left times the interval's seconds per step, so that logs without the bar (a
+  SLURM job's .out file) say how long the run has left.
+Every console line goes through `Metrics.console`, which moves the bar out of the way.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from mmdit_scale.plan.peaks import mfu
+from mmdit_scale.run.eta import duration_text, eta_seconds
 from mmdit_scale.run.layout import METRICS_FILE, TENSORBOARD_DIR
 from mmdit_scale.train.step import T_BINS, StepResult
 
@@ -46,6 +50,7 @@ class Metrics:
                  device: torch.device, peak_flops: float | None):
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.every, self.device, self.peak_flops = every, device, peak_flops
+        self.total_steps, self.last_logged = total_steps, start_step
         # [loss sum, samples, flops, tokens, T_BINS bin sums, T_BINS bin counts]
         self.acc = torch.zeros(4 + 2 * T_BINS, dtype=torch.float64, device=device)
         self.grad_norm: Any = None
@@ -87,6 +92,7 @@ class Metrics:
         dist.all_reduce(memory, op=dist.ReduceOp.MAX)
         now = time.perf_counter()
         elapsed, self.t0 = now - self.t0, now
+        steps, self.last_logged = step - self.last_logged, step
         self.acc.zero_()
         loss_sum, samples, flops, tokens = (float(v) for v in acc[:4])
         sums, counts = acc[4:4 + T_BINS].tolist(), acc[4 + T_BINS:].tolist()
@@ -98,6 +104,7 @@ class Metrics:
             "samples_per_s": samples / elapsed, "tokens_per_s": tokens / elapsed,
             "mfu": mfu(flops, elapsed, self.world, self.peak_flops),
             "memory_gib": float(memory.item()), "skipped_steps": self.skipped,
+            "eta_s": eta_seconds(step, self.total_steps, elapsed / steps) if steps > 0 else None,
         }
         self._write(step, record)
         return record
@@ -112,12 +119,16 @@ class Metrics:
 
     def message(self, text: str) -> None:
         """A line on rank 0's console, above the bar when there is one."""
-        if self.rank != 0:
-            return
-        if self.bar is not None and not self.bar.disable:
-            self.bar.write(text)
-        else:
-            print(text, flush=True)
+        if self.rank == 0:
+            self.console(text)
+
+    @staticmethod
+    def console(text: str) -> None:
+        """A line on this process's console that leaves any open bar whole: tqdm.write clears the
+        bars shown on the terminal, prints, and draws them again (a plain print when none is shown).
+        The trainer's own messages (checkpoints, resumes) come here too, also before a bar exists."""
+        tqdm.write(text)
+        sys.stdout.flush()  # a job's log file must have the line now, not when a buffer fills
 
     def _write(self, step: int, record: dict[str, Any]) -> None:
         if self.rank != 0:
@@ -167,4 +178,6 @@ def _line(record: dict[str, Any]) -> str:
     parts.append(f"mem {record['memory_gib']:.2f} GiB")
     if record["skipped_steps"]:
         parts.append(f"skipped {record['skipped_steps']}")
+    if record["eta_s"] is not None:
+        parts.append(f"ETA {duration_text(record['eta_s'])}")
     return " | ".join(parts)

@@ -85,7 +85,8 @@ def test_round_trip_through_shard_equals_direct_encode(demo_encoders, tmp_path):
 
 
 def _plant_bad_inputs(src: Path) -> dict:
-    """Bad inputs of every kind next to good demo images; returns the expected skip counts."""
+    """Bad inputs of every kind next to good demo images; returns the expected skip reason of each
+    planted image file (the duplicate: the copy, listed after the original)."""
     good = sorted(src.glob("*.png"))[0]
     (src / "zero.png").write_bytes(b"")
     (src / "corrupt.jpg").write_bytes(b"\x00garbage" * 50)
@@ -105,22 +106,34 @@ def _plant_bad_inputs(src: Path) -> dict:
     (src / "empty.txt").write_text("   \n")
     (src / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
     (src / "badjson.json").write_text("{not json")
-    return {"zero_byte": 1, "corrupt": 1, "truncated": 1, "unreadable": 1, "too_small": 1, "bad_aspect": 1,
-            "duplicate": 1, "caption_missing": 1, "caption_empty": 1, "caption_not_utf8": 1, "bad_json": 1}
+    return {"zero.png": "zero_byte", "corrupt.jpg": "corrupt", "truncated.jpg": "truncated",
+            "unreadable.png": "unreadable", "small.png": "too_small", "tall.png": "bad_aspect", "copy.png": "duplicate",
+            "nocaption.png": "caption_missing", "empty.png": "caption_empty", "latin1.png": "caption_not_utf8",
+            "badjson.png": "bad_json"}
 
 
 def test_bad_input_report_counts_exactly_the_planted_inputs(demo_encoders, tmp_path, capsys):
     src, out = tmp_path / "in", tmp_path / "out"
     write_demo_data(src, count=5)
-    expected = _plant_bad_inputs(src)
-    rc = main(["prepare", "--input", str(src), "--output", str(out), "--encoders", demo_encoders,
-               "--resolution", "32", "--samples-per-shard", "3", "--no-progress"])
-    assert rc == 0
+    planted = _plant_bad_inputs(src)
+    args = ["prepare", "--input", str(src), "--output", str(out), "--encoders", demo_encoders,
+            "--resolution", "32", "--samples-per-shard", "3", "--no-progress"]
+    assert main(args) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["skipped"] == expected
+    assert report["skipped"] == {reason: 1 for reason in planted.values()}
     assert report["skipped_total"] == 11 and report["inputs"] == 16 and report["samples"] == 5
     printed = capsys.readouterr().out
     assert "skipped: truncated" in printed and "samples written" in printed
+    # Each skipped input is named with its reason, those refused at planning and the one (truncated)
+    # that fails only when encoding alike; a rerun, which reuses every shard, names them all again.
+    assert f"skipped inputs, each with its reason: {out / 'skipped.jsonl'}\n" in printed
+    def named() -> list[tuple[str, str, str]]:
+        lines = (out / "skipped.jsonl").read_text().splitlines()
+        return sorted((item["key"], item["path"], item["reason"]) for item in map(json.loads, lines))
+
+    expected = sorted((Path(name).stem, str(src / name), reason) for name, reason in planted.items())
+    assert named() == expected
+    assert main(args) == 0 and named() == expected
     # Whole shards only: every listed shard holds exactly the manifest's count, nothing else on disk.
     manifest = Manifest.load(out)
     assert sorted(p.name for p in out.glob("*.tar")) == [s.name for s in manifest.shards]
@@ -255,6 +268,9 @@ def test_parts_are_disjoint_and_merge(demo_encoders, tmp_path):
     assert names0 == {"shard-00000-000000.tar", "shard-00000-000001.tar"} and not names0 & names1
     merged = Manifest.load(out)
     assert merged.part is None and merged.samples == 9
+    # Each part names its skipped inputs in its own file (none here): parts never share a file.
+    assert {p.name: p.read_text() for p in out.glob("skipped*.jsonl")} == {
+        "skipped.part-00000-of-00002.jsonl": "", "skipped.part-00001-of-00002.jsonl": ""}
     assert [s.name for s in merged.shards] == [s.name for s in p0.shards + p1.shards]
     keys = list(_samples(out))
     assert sorted(keys) == [f"{i:06d}" for i in range(9)] and len(keys) == 9

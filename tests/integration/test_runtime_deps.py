@@ -104,9 +104,12 @@ def test_every_subcommand_runs_with_only_the_runtime_dependencies(python: Path, 
     run = ("tiny", "data.train=shards", "data.val=shards", "train.steps=2", "train.global_batch=4",
            "train.micro_batch=4", "checkpoint.every=2", "eval.every=2", "eval.val_batches=1")
     cli(python, work, "train", *run, "--nproc", "1", "--run-dir", "run")
-    cli(python, work, "status", "run")
-    cli(python, work, "sample", "run", "--prompt", "a red circle", "--steps", "2", "--out", "grid.png")
-    cli(python, work, "export", "run", "--format", "diffusers", "--out", "exported")
+    # The run was started with relative paths: status, sample and export work from anywhere.
+    elsewhere = work / "elsewhere"
+    elsewhere.mkdir()
+    cli(python, elsewhere, "status", str(work / "run"))
+    cli(python, elsewhere, "sample", str(work / "run"), "--prompt", "a red circle", "--steps", "2", "--out", "grid.png")
+    cli(python, elsewhere, "export", str(work / "run"), "--format", "diffusers", "--out", "exported")
     cli(python, work, "export", "run", "--format", "safetensors", "--out", "exported.safetensors")
     cli(python, work, "submit", *run, "--cpu", "--nodes", "1", "--gpus-per-node", "1", "--dry-run")
     cli(python, work, "submit-prepare", "images", "shards2", "--parts", "2", "--dry-run")

@@ -6,6 +6,7 @@ output depends on every weight; the trainer itself is exercised by test_train an
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -186,3 +187,70 @@ def test_sampling_follows_the_training_shift_rule_for_its_size(sampler):
         assert sampler.resolved(SampleSettings(shift=1.5)).shift == 1.5   # an explicit shift wins
     finally:
         sampler.config = base
+
+
+def test_sample_draws_any_size_the_position_table_covers(run_dir, tmp_path, capsys):
+    out = tmp_path / "wide.png"
+    assert main(["sample", str(run_dir), "--prompt", PROMPTS[0], "--steps", "2", "--height", "24", "--width", "40",
+                 "--out", str(out)]) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert (record["height"], record["width"]) == (24, 40)
+    assert record["shift"] == pytest.approx(3.0 * (24 * 40) ** 0.5 / 32)   # the training rule at 24x40
+    sampler = RunSampler(run_dir)
+    images = sampler.sample(PROMPTS[:1], sampler.resolved(SampleSettings(steps=2, height=24, width=40)))
+    assert images.shape == (1, 24, 40, 3)
+    # 16 positions per side x 4 px (pixel factor 2 x patch 2) = 64 px at most; sides in steps of 4 px.
+    assert main(["sample", str(run_dir), "--prompt", "x", "--height", "68", "--out", str(out)]) == 2
+    assert "68x32 px is a 17x8 token grid, beyond the model's position table (16 per side)" in capsys.readouterr().err
+    assert main(["sample", str(run_dir), "--prompt", "x", "--width", "30", "--out", str(out)]) == 2
+    assert "sides must be multiples of 4 px" in capsys.readouterr().err
+
+
+def test_the_exported_folder_in_stable_diffusion_3_pipeline_reproduces_sample(run_dir, tmp_path):
+    """The export's scheduler (the run's shift) and sampling.json's settings (zero null condition,
+    sigma grid, text length) make diffusers' own pipeline, with the run's own text encoders, give
+    what `sample` gives for the same prompts, noise and guidance. The demo's pixel autoencoder has no
+    diffusers twin, so the pipeline returns latents and the run's autoencoder decodes them."""
+    import numpy as np
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import AutoTokenizer, CLIPTextModelWithProjection, T5EncoderModel
+
+    from mmdit_scale.eval.sampling import to_uint8
+
+    out = tmp_path / "sd3"
+    umask = os.umask(0o022)
+    try:
+        assert main(["export", str(run_dir), "--format", "diffusers", "--out", str(out)]) == 0
+    finally:
+        os.umask(umask)
+    assert all(p.stat().st_mode & 0o044 == 0o044 for p in out.iterdir())       # readable by group and others
+    notes = json.loads((out / "sampling.json").read_text())
+    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(out)
+    assert scheduler.config.shift == notes["shift"] == 3.0
+
+    sampler = RunSampler(run_dir)
+    settings = sampler.resolved(SampleSettings(steps=6, cfg=3.0, seed=5))
+    expected = sampler.sample(PROMPTS, settings)
+    enc = {name: sampler.encoders.text[name] for name in ("clip_l", "clip_g", "t5")}
+    pipe = StableDiffusion3Pipeline(
+        transformer=SD3Transformer2DModel.from_pretrained(out), scheduler=scheduler, vae=None,
+        text_encoder=enc["clip_l"].model, tokenizer=enc["clip_l"].tokenizer,
+        text_encoder_2=enc["clip_g"].model, tokenizer_2=enc["clip_g"].tokenizer,
+        text_encoder_3=enc["t5"].model, tokenizer_3=enc["t5"].tokenizer)
+    channels, h, w = sampler.latent_shape(settings)
+    noise = torch.randn((len(PROMPTS), channels, h, w), generator=torch.Generator().manual_seed(settings.seed))
+    context, pooled = sampler.encode_prompts(PROMPTS)
+    latents = pipe(prompt=PROMPTS, height=h * pipe.vae_scale_factor, width=w * pipe.vae_scale_factor,
+                   num_inference_steps=settings.steps, sigmas=list(np.linspace(1, 0, settings.steps + 1)[:-1]),
+                   guidance_scale=settings.cfg, latents=noise.clone(), output_type="latent",
+                   negative_prompt_embeds=torch.zeros_like(context), negative_pooled_prompt_embeds=torch.zeros_like(pooled),
+                   max_sequence_length=notes["max_sequence_length"]).images
+    got = to_uint8(sampler.encoders.autoencoder.decode(latents.float()).cpu())
+    diff = np.abs(got.astype(int) - expected.astype(int))
+    assert expected.std() > 10 and diff.mean() <= 1.0 and diff.max() <= 4, (diff.mean(), diff.max())
+    # As documented nowhere before: the encoded empty string as the null, the scheduler's own grid.
+    plain = pipe(prompt=PROMPTS, height=h * pipe.vae_scale_factor, width=w * pipe.vae_scale_factor,
+                 num_inference_steps=settings.steps, guidance_scale=settings.cfg, latents=noise.clone(),
+                 output_type="latent", max_sequence_length=notes["max_sequence_length"]).images
+    off = np.abs(to_uint8(sampler.encoders.autoencoder.decode(plain.float()).cpu()).astype(int) - expected.astype(int))
+    assert off.mean() > 4 * diff.mean() + 1, (off.mean(), diff.mean())

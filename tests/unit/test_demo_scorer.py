@@ -22,7 +22,11 @@ def _scenes(side: int, count: int = 120, seed: int = 3):
 def test_real_dataset_images_score_100_percent(side):
     images, prompts = _scenes(side)
     acc = score_images(images, prompts)
-    assert acc.as_dict() == {"n": 120, "colour": 1.0, "shape": 1.0, "position": 1.0, "all": 1.0}
+    scores = acc.as_dict()
+    assert scores.pop("confusion") == acc.confusion
+    assert scores == {"n": 120, "colour": 1.0, "shape": 1.0, "position": 1.0, "all": 1.0}
+    shapes = acc.confusion["shape"]["counts"]                       # all on the diagonal
+    assert all(row[i] == sum(row) == 40 for i, row in enumerate(shapes))
 
 
 def _next(values, value):
@@ -36,8 +40,9 @@ def test_wrong_prompts_get_no_credit_for_the_wrong_attribute():
     assert (acc.colour, acc.shape, acc.position, acc.all) == (0.0, 1.0, 1.0, 0.0)
     wrong_all = [Combo(_next(list(COLOURS), c.colour), _next(SHAPES, c.shape), _next(POSITIONS, c.position))
                  for c in prompts]
-    assert score_images(images, wrong_all).as_dict() == {"n": 60, "colour": 0.0, "shape": 0.0, "position": 0.0,
-                                                         "all": 0.0}
+    scores = score_images(images, wrong_all).as_dict()
+    scores.pop("confusion")
+    assert scores == {"n": 60, "colour": 0.0, "shape": 0.0, "position": 0.0, "all": 0.0}
 
 
 def test_blank_and_noise_images_score_zero():
@@ -85,3 +90,21 @@ def test_captions_map_back_to_combinations():
         assert combo_of_caption(c.caption) == c
     with pytest.raises(ValueError, match="not a demo caption"):
         combo_of_caption("a purple circle in the middle")
+
+
+def test_confusion_matrices_count_asked_against_detected_values():
+    from mmdit_scale.eval.demo_scorer import NONE, NOTHING, Detection, accuracy
+
+    asked = [Combo("red", "circle", "top left"), Combo("red", "square", "top left"), Combo("blue", "circle",
+                                                                                          "bottom right")]
+    found = [Detection(colour="red", shape="circle", position="top left", area=10),
+             Detection(colour="red", shape="circle", position="top right", area=10), NOTHING]
+    result = accuracy(found, asked)
+    shape = result.confusion["shape"]
+    assert shape["labels"][-1] == NONE
+    row = shape["counts"][shape["labels"].index("square")]
+    assert row[shape["labels"].index("circle")] == 1 and sum(row) == 1     # a square asked, a circle drawn
+    colour = result.confusion["colour"]
+    assert colour["counts"][colour["labels"].index("blue")][-1] == 1        # nothing found counts as none
+    assert sum(map(sum, result.confusion["position"]["counts"])) == 3
+    assert result.as_dict()["confusion"] == result.confusion

@@ -122,7 +122,7 @@ def test_a_source_without_qk_norm_starts_the_new_scales_at_one(tmp_path):
     ({}, dict(depth=3, context_dim=48),
      ["depth: recipe 3, diffusers 2 (num_layers)", "context_dim: recipe 48, diffusers 40 (joint_attention_dim)"]),
     (dict(qk_norm="rms_norm"), {}, ["qk_norm: recipe False, diffusers True"]),
-    ({}, dict(sample_size=32), ["sample_size: recipe 32, diffusers 16"]),
+    ({}, dict(patch_size=4), ["patch_size: recipe 4, diffusers 2"]),
 ])
 def test_a_layout_mismatch_names_each_field_and_changes_nothing(tmp_path, source, recipe, messages):
     make_sd3(**source).save_pretrained(tmp_path)
@@ -135,6 +135,20 @@ def test_a_layout_mismatch_names_each_field_and_changes_nothing(tmp_path, source
         assert message in text
     assert text.count(": recipe ") == len(messages), text
     assert all(torch.equal(v, before[k]) for k, v in ours.state_dict().items())
+
+
+def test_a_source_with_another_position_table_loads_and_the_table_is_recomputed(tmp_path):
+    """As from a checkpoint source: the table is a buffer built from the recipe's config, so a
+    fine-tune may enlarge it (here 24 -> 48 per side, sample_size scaled to keep the spacing)."""
+    theirs = make_sd3(seed=4)
+    theirs.save_pretrained(tmp_path)
+    ours = recipe_model(pos_embed_max_size=48, sample_size=32)
+    lines = load_initial_weights(ours, str(tmp_path))
+    assert lines[-1] == "init_from: the position table is recomputed for pos_embed_max_size 48 (the source's was 24)"
+    same = recipe_model()
+    load_initial_weights(same, str(tmp_path))
+    assert all(torch.equal(v, same.state_dict()[k]) for k, v in ours.state_dict().items() if "pos_embed" not in k)
+    assert ours.x_embedder.pos_embed.shape[0] == 48 * 48
 
 
 def test_a_stored_position_table_other_than_the_configs_is_refused(tmp_path):

@@ -91,8 +91,41 @@ def test_nothing_fits_exits_nonzero_with_one_json_object_and_what_would_fit(caps
 def test_human_report_says_what_would_fit(capsys) -> None:
     code, out, _ = plan(capsys, "recipes/ladder/d38.yaml", "train.micro_batch=64", "--gpus", "8")
     assert code == 1
-    assert "nothing fits." in out and "parallel.activation_checkpointing=true" in out
+    assert "nothing fits." in out and "parallel.activation_checkpointing=1" in out
     assert "8,056,627,520" in out
+
+
+def test_suggested_checkpointing_is_the_least_that_fits(capsys) -> None:
+    """d38 at micro-batch 32 on 8 GPUs fits with 3 of 38 blocks checkpointed: plan names that interval,
+    and no interval that checkpoints fewer blocks fits at any ZeRO stage."""
+    args = ("recipes/ladder/d38.yaml", "train.micro_batch=32")
+    code, out, _ = plan(capsys, *args, "--gpus", "8", "--json")
+    assert code == 1
+    [suggestion] = [s for s in json.loads(out)["suggestions"] if s["change"].startswith("activation")]
+    [override] = [o for o in suggestion["overrides"] if o.startswith("parallel.activation_checkpointing=")]
+    every = int(override.rpartition("=")[2])
+    assert 1 < every < 38 and "(3 of 38 blocks, 3% more compute)" in suggestion["change"]
+    code, out, _ = plan(capsys, *args, override, "--gpus", "8", "--json")
+    assert code == 0 and json.loads(out)["checkpointed_blocks"] == 3
+    for fewer in range(every + 1, 39):
+        code, out, _ = plan(capsys, *args, f"parallel.activation_checkpointing={fewer}", "--gpus", "8", "--json")
+        assert code == 1, fewer
+
+
+def test_recipe_policy_memory_and_recompute_in_json_and_text(capsys) -> None:
+    args = ("recipes/ladder/d24.yaml", "parallel.activation_checkpointing=2", "--gpus", "64")
+    code, out, _ = plan(capsys, *args, "--json")
+    report = json.loads(out)
+    assert code == 0 and report["activation_checkpointing"] == 2 and report["checkpointed_blocks"] == 12
+    activations = report["activations_gb"]
+    assert activations["stored"] > activations["recipe"] > activations["checkpointed"]
+    assert report["memory_breakdown_gb"]["zero2"]["activations"] == pytest.approx(activations["recipe"])
+    # Blocks 0, 2, ..., 22: half of the 23 full blocks (the pre-only last block is cheaper), about 1/6
+    # of the training FLOPs (the forward is a third of them, and nearly all of it is blocks).
+    assert report["recompute_flops_per_sample"] == pytest.approx(report["flops_per_sample"] / 6, rel=0.03)
+    code, out, _ = plan(capsys, *args)
+    assert "activation checkpointing every 2nd block" in out.splitlines()[0]
+    assert "every 2nd block (recipe)    12/24 " in out
 
 
 def test_recipe_stage_that_does_not_fit_points_to_one_that_does(capsys) -> None:

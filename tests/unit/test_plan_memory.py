@@ -5,15 +5,18 @@ import pytest
 import torch
 
 from mmdit_scale.model import MMDiT, MMDiTConfig
+from mmdit_scale.plan.flops import recompute_flops, training_flops
 from mmdit_scale.plan.memory import (
     GIB,
     USABLE_FRACTION,
     activation_bytes,
     activation_elements,
+    checkpointing_label,
     deepspeed_buffers,
     fits,
     memory_per_gpu,
     model_states,
+    more_checkpointing,
 )
 from mmdit_scale.plan.tokens import Tokens
 
@@ -43,11 +46,11 @@ def test_deepspeed_buffers_are_the_default_buckets_capped_by_the_model() -> None
     assert deepspeed_buffers(PSI, 10**7, 0, "bf16") == 0
 
 
-def _saved_elements(cfg: MMDiTConfig, image_side: int, text: int, checkpointing: bool, batch: int = 2) -> float:
+def _saved_elements(cfg: MMDiTConfig, image_side: int, text: int, checkpoint_every: int, batch: int = 2) -> float:
     """Elements of the distinct tensors autograd keeps for backward (parameters excluded), per sample."""
     torch.manual_seed(0)
     model = MMDiT(cfg)
-    model.set_activation_checkpointing(checkpointing)
+    model.set_activation_checkpointing(checkpoint_every)
     latent = image_side * cfg.patch_size
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     storages: dict[int, int] = {}
@@ -75,29 +78,60 @@ CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("checkpointing", (False, True), ids=("stored", "checkpointed"))
+@pytest.mark.parametrize("every", (0, 1, 2, 3), ids=("stored", "checkpointed", "every-2nd", "every-3rd"))
 @pytest.mark.parametrize("name", CONFIGS)
-def test_activation_count_matches_what_autograd_saves(name: str, checkpointing: bool) -> None:
+def test_activation_count_matches_what_autograd_saves(name: str, every: int) -> None:
+    """Every policy, with the checkpointed blocks among plain ones: depth 3 checkpoints blocks {0, 2} or
+    {0} (the pre-only last block in one), MM-DiT-X depth 4 blocks {0, 2} (both dual) or {0, 3}."""
     cfg, side, text = CONFIGS[name], 8, 16
-    measured = _saved_elements(cfg, side, text, checkpointing)
+    measured = _saved_elements(cfg, side, text, every)
     # Per-token norm statistics and per-sample conditioning vectors are left out: < 3% at width 128,
     # far less at ladder widths. (On an H200 in bf16 the count is 0-8% above what the model saves.)
-    assert activation_elements(cfg, Tokens(side * side, text), checkpointing) == pytest.approx(measured, rel=0.03)
+    assert activation_elements(cfg, Tokens(side * side, text), every) == pytest.approx(measured, rel=0.03)
+
+
+def test_each_more_checkpointed_block_saves_memory_and_costs_its_forward() -> None:
+    cfg, tokens = MMDiTConfig.from_depth(24, qk_norm=True), Tokens(256, 154)
+    kept = [activation_bytes(cfg, tokens, 32, "bf16", every) for every in (0, 4, 3, 2, 1)]  # 0, 6, 8, 12, 24 blocks
+    assert kept == sorted(kept, reverse=True) and len(set(kept)) == 5
+    # Blocks 0, 2, ..., 22 are alike (the pre-only last block is not among them): half the full policy's
+    # saving and 12 blocks' forwards, and the full policy recomputes every block's forward.
+    block_forward = recompute_flops(cfg, tokens, 24)  # block 0 only
+    assert recompute_flops(cfg, tokens, 2) == pytest.approx(12 * block_forward, rel=1e-12)
+    assert kept[0] - kept[3] == pytest.approx((kept[0] - kept[4]) * 12 / 24, rel=0.02)
+    outside = training_flops(cfg, tokens).forward - recompute_flops(cfg, tokens, 1)
+    assert 0 < outside < 0.02 * training_flops(cfg, tokens).forward  # only embedders and the final layer are left
+
+
+@pytest.mark.parametrize("depth, every, intervals", [
+    (6, 0, [6, 5, 4, 3, 2, 1]),  # blocks {0}, {0,5}, {0,4}, {0,3}, {0,2,4}, all
+    (6, 3, [2, 1]),  # {0,3} -> {0,2,4}, all
+    (24, 5, [4, 3, 2, 1]),  # 5 blocks -> 6, 8, 12, 24
+    (6, 1, []),
+])
+def test_stronger_policies_come_fewest_blocks_first(depth: int, every: int, intervals: list[int]) -> None:
+    assert more_checkpointing(depth, every) == intervals
+
+
+def test_policies_are_named_as_plan_prints_them() -> None:
+    assert [checkpointing_label(k) for k in (0, 1, 2, 3, 4, 11, 21, 22)] == [
+        "off", "every block", "every 2nd block", "every 3rd block", "every 4th block", "every 11th block",
+        "every 21st block", "every 22nd block"]
 
 
 def test_checkpointing_keeps_block_inputs_and_one_block_working_set() -> None:
     cfg = MMDiTConfig.from_depth(24, qk_norm=True)
     tokens = Tokens(256, 154)
-    stored = activation_bytes(cfg, tokens, 32, "bf16", checkpointing=False)
-    kept = activation_bytes(cfg, tokens, 32, "bf16", checkpointing=True)
+    stored = activation_bytes(cfg, tokens, 32, "bf16", checkpoint_every=0)
+    kept = activation_bytes(cfg, tokens, 32, "bf16", checkpoint_every=1)
     assert 8 < stored / kept < 16
-    assert activation_bytes(cfg, tokens, 16, "bf16", False) == stored / 2
-    assert activation_bytes(cfg, tokens, 32, "fp32", False) == 2 * stored
+    assert activation_bytes(cfg, tokens, 16, "bf16", 0) == stored / 2
+    assert activation_bytes(cfg, tokens, 32, "fp32", 0) == 2 * stored
 
 
 def test_memory_total_and_fit_threshold() -> None:
     cfg = MMDiTConfig.from_depth(24, qk_norm=True)
-    m = memory_per_gpu(PSI, 10**7, cfg, Tokens(256, 154), 32, 64, 2, "bf16", False)
+    m = memory_per_gpu(PSI, 10**7, cfg, Tokens(256, 154), 32, 64, 2, "bf16", 0)
     assert m.total == m.weights + m.gradients + m.optimizer + m.activations + m.buffers
     assert m.gib()["total"] == pytest.approx(m.total / GIB)
     assert fits(m, m.total / GIB / USABLE_FRACTION + 1e-9)

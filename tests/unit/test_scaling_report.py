@@ -10,6 +10,7 @@ import pytest
 from launcher import cli
 from mmdit_scale.config import load_config
 from mmdit_scale.run.layout import write_config
+from mmdit_scale.eval.comparable import select_comparable
 from mmdit_scale.eval.scaling import compute_frontier, fit_power_law, read_run
 from mmdit_scale.plan.flops import training_flops
 from mmdit_scale.plan.params import count_parameters
@@ -30,18 +31,20 @@ TINY_INPUTS = ("model.in_channels=16", "model.context_dim=64", "model.pooled_dim
 """recipes/tiny.yaml leaves its input dims and resolution to the shard manifest; these run dirs have none."""
 
 
-def make_run(root: Path, depth: int, rng: np.random.Generator, noise: float = 0.001) -> Path:
-    """A tiny-recipe run of `depth` blocks (width 64 d) with validation points every 1000 steps."""
-    run = root / f"d{depth}"
-    cfg = load_config(REPO / "recipes" / "tiny.yaml",
-                      [f"model.depth={depth}", "model.hidden_size=null", "model.num_heads=null", *TINY_INPUTS])
+def make_run(root: Path, depth: int, rng: np.random.Generator, noise: float = 0.001, name: str = "",
+             overrides: tuple[str, ...] = (), scale: float = 1.0, steps: range = STEPS) -> Path:
+    """A tiny-recipe run of `depth` blocks (width 64 d) with validation points every 1000 steps,
+    its losses `scale` times the law's."""
+    run = root / (name or f"d{depth}")
+    cfg = load_config(REPO / "recipes" / "tiny.yaml", [f"model.depth={depth}", "model.hidden_size=null",
+                                                       "model.num_heads=null", *TINY_INPUTS, *overrides])
     write_config(cfg, run / "config.yaml")
     params = count_parameters(cfg.model).total
     lines = []
-    for step in STEPS:
+    for step in steps:
         samples = step * cfg.train.global_batch
         flops = 6.0 * params * samples
-        loss = float(law(flops)) * (1 + noise * rng.standard_normal())
+        loss = scale * float(law(flops)) * (1 + noise * rng.standard_normal())
         lines.append({"step": step, "loss": loss * 1.1, "lr": 1e-3})  # a training line: not a validation point
         lines.append({"step": step, "samples": samples, "flops": flops, "val_loss": loss})
         lines.append({"step": step, "eval/geneval": 1.0 - loss})  # an eval metric, on its own line
@@ -99,6 +102,8 @@ def test_report_recovers_the_known_exponents(runs: list[Path], tmp_path: Path, c
         assert fit["b"] == pytest.approx(B, rel=0.1) and fit["points"] == len(DEPTHS)
     (corr,) = fits["correlations"]
     assert corr["metric"] == "geneval" and corr["pearson"] == pytest.approx(-1.0, abs=1e-9)
+    assert corr["spearman"] == pytest.approx(-1.0) and corr["pearson_p"] < 1e-6 and corr["spearman_p"] < 1e-6
+    assert f"| geneval | {corr['points']} | -1.000 | {corr['pearson_p']:.2g} |" in (out / "scaling_report.md").read_text()
     for name in ("loss_vs_compute.png", "loss_vs_params.png", "eval_correlation.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (out / "scaling_report.md").read_text()
@@ -160,3 +165,72 @@ def test_tokens_come_from_the_training_manifest(tmp_path: Path) -> None:
         assert (got.tokens, got.tokens_from) == (tokens, source)
         assert got.flops_per_sample == training_flops(cfg.model, tokens).training
         assert got.points[0].flops == 10 * cfg.train.global_batch * got.flops_per_sample
+
+
+def test_only_comparable_runs_from_scratch_are_fitted_and_every_other_run_is_named(runs: list[Path], tmp_path: Path,
+                                                                                  capsys) -> None:
+    """Runs on other validation data, at another resolution, with another formulation, fine-tunes
+    and runs that stopped early all lose far less than the law says (half of it): fitted, any of
+    them would move the frontier. They are left out, each named with its reason."""
+    rng, root = np.random.default_rng(1), tmp_path / "others"
+    odd = {"other_val": ("data.val=/data/val-b",), "px128": ("data.resolution=128",),
+           "eps": ("flow.formulation=eps_cos",), "finetune": ("train.init_from=/runs/base",)}
+    others = [make_run(root, 4, rng, name=name, overrides=extra, scale=0.5) for name, extra in odd.items()]
+    others.append(make_run(root, 4, rng, name="short", scale=0.5, steps=range(1000, 3001, 1000)))
+    out = tmp_path / "report"
+    assert cli.main(["scaling-report", *map(str, [others[0], *runs, *others[1:]]), "--out", str(out),
+                     "--min-steps", "4000"]) == 0
+    reasons = {
+        "other_val": "data.val='/data/val-b', the fitted runs' is ''",
+        "px128": "data.resolution=128, the fitted runs' is 64",
+        "eps": "flow.formulation='eps_cos', the fitted runs' is 'rf'",
+        "finetune": "a fine-tune (train.init_from=/runs/base)",
+        "short": "fewer than --min-steps 4000 steps (last validation at step 3000)",
+    }
+    err = capsys.readouterr().err
+    assert all(f"left out: {root / name}: {reason}\n" in err for name, reason in reasons.items())
+    fits = json.loads((out / "scaling_fit.json").read_text())
+    assert [r["name"] for r in fits["runs"]] == [r.name for r in runs]
+    assert {e["run"]: e["reason"] for e in fits["excluded"]} == reasons
+    assert fits["setting"] == {"data.val": "", "data.resolution": 64, "flow.formulation": "rf"}
+    assert fits["compute_fit"]["b"] == pytest.approx(B, rel=0.05)
+    table = (out / "scaling_report.md").read_text()
+    assert "## Runs left out" in table
+    assert all(f"| {name} | {root / name} | {reason} |" in table for name, reason in reasons.items())
+
+
+def test_the_largest_group_is_fitted_and_a_tie_goes_to_the_first_runs(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    a, b, c = (read_run(make_run(tmp_path, 2, rng, name=name, overrides=(f"data.val=/val/{val}",)))
+               for name, val in (("a", "x"), ("b", "y"), ("c", "y")))
+    assert [r.name for r in select_comparable([a, b, c]).runs] == ["b", "c"]
+    assert [(e.run, e.reason) for e in select_comparable([a, b, c]).excluded] == [
+        ("a", "data.val='/val/x', the fitted runs' is '/val/y'")]
+    assert [r.name for r in select_comparable([a, b]).runs] == ["a"]
+    assert [r.name for r in select_comparable([b, a]).runs] == ["b"]
+
+
+def test_no_run_left_exits_2_naming_each_reason(runs: list[Path], tmp_path: Path, capsys) -> None:
+    finetune = make_run(tmp_path, 2, np.random.default_rng(3), name="ft", overrides=("train.init_from=/runs/x",))
+    assert cli.main(["scaling-report", str(runs[0]), str(finetune), "--out", str(tmp_path / "out"),
+                     "--min-steps", "20000"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mmdit-scale scaling-report: no run left to fit: ")
+    assert f"{runs[0]}: fewer than --min-steps 20000 steps (last validation at step 10000)" in err
+    assert f"{finetune}: a fine-tune (train.init_from=/runs/x)" in err
+    assert not (tmp_path / "out" / "scaling_fit.json").exists()
+
+
+def test_correlation_p_values_are_scipys_for_the_same_points(tmp_path):
+    from scipy.stats import pearsonr, spearmanr
+
+    from mmdit_scale.eval.scaling import Run, ValPoint, eval_correlations
+
+    losses, scores = [0.9, 0.7, 0.8, 0.5, 0.6], [0.1, 0.35, 0.2, 0.4, 0.5]
+    points = [ValPoint(step=i + 1, samples=i + 1, flops=i + 1, val_loss=l, evals={"clip": v})
+              for i, (l, v) in enumerate(zip(losses, scores))]
+    run = Run(name="r", path=tmp_path, depth=1, hidden_size=64, params=1, flops_per_sample=1.0, points=points)
+    (corr,) = eval_correlations([run])
+    assert (corr.pearson, corr.pearson_p) == pytest.approx(tuple(pearsonr(losses, scores)))
+    assert (corr.spearman, corr.spearman_p) == pytest.approx(tuple(spearmanr(losses, scores)))
+    assert 0.01 < corr.pearson_p < 0.2 and corr.points == 5   # a real p-value, neither 0 nor 1

@@ -10,7 +10,8 @@ import pytest
 
 from launcher import cli
 from launcher.slurm.options import environment
-from launcher.slurm.render import PrepareJob, Resources, TrainJob, render_prepare_array, render_prepare_merge, render_train
+from launcher.slurm.render import (MERGE_DEFAULT_TIME, PrepareJob, Resources, TrainJob, render_prepare_array,
+                                   render_prepare_merge, render_train)
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "recipes" / "tiny.yaml"
@@ -98,6 +99,15 @@ def test_submit_prepare_dry_run_prints_the_array_then_the_merge_script(capsys, t
                      resources=Resources(time="30:00"))
     assert out == render_prepare_array(job) + render_prepare_merge(job)
     assert "#SBATCH --array=0-2" in out and "afterok" in err
+    merge = out[out.index("#!/bin/bash", 1):]
+    assert "#SBATCH --time=30:00\n" in merge  # the array's limit, not the partition's default
+
+
+def test_submit_prepare_help_names_the_merge_jobs_default_time(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["submit-prepare", "--help"])
+    assert f"The merge job gets the array's --time, or {MERGE_DEFAULT_TIME} without one" in " ".join(
+        capsys.readouterr().out.split())
 
 
 def test_an_array_task_runs_its_own_part(tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -62,8 +63,17 @@ def test_prepare_array_and_merge_directives():
         "--job-name=prepare-shards", "--array=0-3", "--nodes=1", "--ntasks=1", "--cpus-per-task=1",
         "--output=/out/shards/slurm/prepare-%A_%a.out"]
     assert sbatch_lines(render_prepare_merge(job)) == [
-        "--job-name=merge-shards", "--nodes=1", "--ntasks=1", "--cpus-per-task=1",
+        "--job-name=merge-shards", "--nodes=1", "--ntasks=1", "--cpus-per-task=1", "--time=00:30:00",
         "--output=/out/shards/slurm/merge-%j.out"]
+
+
+def test_the_merge_job_gets_the_arrays_time_limit_else_half_an_hour():
+    """Without a limit SLURM would give the merge (seconds of work) the partition's default, often days."""
+    for resources, time in ((Resources(time="4:00:00", partition="cpu", mem="500G"), "4:00:00"),
+                            (Resources(partition="cpu", mem="500G"), "00:30:00")):
+        merge = sbatch_lines(render_prepare_merge(replace(_prepare_job(), resources=resources)))
+        assert [line for line in merge if line.startswith(("--time", "--partition", "--mem"))] == [
+            "--partition=cpu", f"--time={time}"]  # the array's memory is not the merge's
 
 
 @pytest.mark.parametrize("value,expected", [

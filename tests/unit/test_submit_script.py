@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from launcher.local_launch import slurm_layout
 from launcher.slurm.records import read_events
 from launcher.slurm.render import Environment, TrainJob, render_train
 
@@ -94,8 +95,9 @@ def test_hostile_strings_reach_the_trainer_intact_and_run_nothing(sandbox):
 
 
 def test_site_env_and_rendezvous_reach_srun(sandbox):
-    """srun inherits the script's environment: what the site file and the script export."""
-    sandbox["env"]["SRUN_MODE"] = "exit0"
+    """srun inherits the script's environment: what the site file and the script export. The script's
+    port is the one the launcher derives from the job id (19999: 39999 once, in the ephemeral range)."""
+    sandbox["env"].update(SRUN_MODE="exit0", SLURM_JOB_ID="19999")
     probe = sandbox["script"].with_name("probe.sbatch")
     text = sandbox["script"].read_text().replace(
         'srun --ntasks', 'env > "$LOG/env"; srun --ntasks', 1)
@@ -104,8 +106,10 @@ def test_site_env_and_rendezvous_reach_srun(sandbox):
                           text=True, timeout=30)
     assert done.returncode == 0, done.stdout + done.stderr
     env = dict(line.split("=", 1) for line in (sandbox["log"] / "env").read_text().splitlines() if "=" in line)
+    port = slurm_layout({"SLURM_JOB_ID": "19999", "SLURM_PROCID": "0"}, 1).master_port
     assert (env["FROM_SITE_ENV"], env["DS_ACCELERATOR"], env["MASTER_ADDR"], env["MASTER_PORT"]) == (
-        "yes", "cpu", "node1", "24242")
+        "yes", "cpu", "node1", str(port))
+    assert 20000 <= port <= 32767
 
 
 @pytest.mark.parametrize("code", [1, 2, 65])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,27 @@ def test_status_from_the_run_dir_alone(run_dir):
     assert "step        12 / 12\n" in text
     assert "loss        0.52000 at step 10 (val 0.61000 at step 10)\n" in text
     assert "throughput  44.0 samples/s, 7480 tokens/s, MFU 1.2%\n" in text
+
+
+def test_the_step_is_the_later_of_log_and_checkpoint_and_the_eta_comes_from_the_time_stamps(run_dir, capsys):
+    """Logged to step 12, checkpointed at 14 (preempted between log lines), of 40 steps. 3 s a step,
+    except one interval that holds a requeue's 500 s wait: the rate is the median, not the mean."""
+    write_config(load_config(REPO / "recipes" / "tiny.yaml", ["train.steps=40"]), run_dir / "config.yaml")
+    ckpt = run_dir / "checkpoints" / "step_0000014"
+    ckpt.mkdir()
+    (ckpt / "trainer_state.json").write_text(json.dumps({"step": 14, "samples_seen": 112}))
+    (run_dir / "checkpoints" / "latest").write_text("step_0000014\n")
+    times = {step: 1000.0 + 3 * step + (500 if step > 8 else 0) for step in range(2, 13, 2)}
+    lines = [{"kind": "train", "step": step, "time": t, "loss": 0.5} for step, t in times.items()]
+    (run_dir / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in lines))
+    s = run_status(run_dir, ask_slurm=False)
+    assert (s.step, s.checkpoint_step, s.total_steps) == (14, 14, 40)
+    assert (s.seconds_per_step, s.eta_s, s.last_record_time) == (3.0, (40 - 14) * 3.0, times[12])
+    text = to_text(s)
+    assert "step        14 / 40\n" in text
+    assert f"eta         1m18s at 3 s/step (last record {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(times[12]))})\n" in text
+    assert cli.main(["status", str(run_dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["eta_s"] == 78.0
 
 
 def test_a_job_between_preemption_and_restart_reads_as_requeued(run_dir):

@@ -41,6 +41,15 @@ def test_one_slurm_task_per_rank_becomes_the_rank():
         slurm_layout(slurm(SLURM_NTASKS=8), 2)
 
 
+@pytest.mark.parametrize("job_id", [1, 4242, 12767, 12768, 15000, 19999, 45678, 2**31 - 1])
+def test_a_jobs_rendezvous_port_lies_below_linuxs_ephemeral_range(job_id):
+    """Linux gives outgoing connections (every rank's NCCL and gloo ones) local ports from 32768-60999:
+    a rendezvous port in that range can already be held on the first node."""
+    port = slurm_layout(slurm(SLURM_JOB_ID=job_id), None).master_port
+    assert 20000 <= port <= 32767
+    assert port == slurm_layout(slurm(SLURM_JOB_ID=job_id, SLURM_RESTART_COUNT=1), None).master_port  # requeued
+
+
 def test_outside_slurm_a_local_standalone_run():
     assert slurm_layout({"PATH": "/bin"}, 2) is None
     layout = local_layout({}, 2)
