@@ -68,13 +68,17 @@ class Memory:
     optimizer: float
     activations: float
     buffers: float
+    ema: float = 0.0
+    """The weight EMA: fp32, sharded over the ranks whatever the ZeRO stage (train/ema.py)."""
+
+    PARTS = ("weights", "gradients", "optimizer", "ema", "activations", "buffers")
 
     @property
     def total(self) -> float:
-        return self.weights + self.gradients + self.optimizer + self.activations + self.buffers
+        return sum(getattr(self, k) for k in self.PARTS)
 
     def gib(self) -> dict[str, float]:
-        parts = {k: getattr(self, k) for k in ("weights", "gradients", "optimizer", "activations", "buffers")}
+        parts = {k: getattr(self, k) for k in self.PARTS}
         return {k: v / GIB for k, v in {**parts, "total": self.total}.items()}
 
 
@@ -138,12 +142,18 @@ def activation_bytes(cfg: MMDiTConfig, tokens: Tokens, micro_batch: int, precisi
     return float(micro_batch * per_sample * BYTES_PER_ELEMENT[precision])
 
 
+EMA_BYTES = 4
+"""The EMA is kept in fp32 (`ShardedEMA`)."""
+
+
 def memory_per_gpu(params: int, largest_layer: int, cfg: MMDiTConfig, tokens: Tokens, micro_batch: int,
-                   gpus: int, stage: int, precision: str, checkpoint_every: int) -> Memory:
+                   gpus: int, stage: int, precision: str, checkpoint_every: int, ema: bool = False) -> Memory:
+    """Bytes per GPU; `ema`: the run keeps a weight EMA (train.ema_every > 0)."""
     weights, grads, optim = model_states(params, gpus, stage, precision)
     return Memory(weights=weights, gradients=grads, optimizer=optim,
                   activations=activation_bytes(cfg, tokens, micro_batch, precision, checkpoint_every),
-                  buffers=deepspeed_buffers(params, largest_layer, stage, precision))
+                  buffers=deepspeed_buffers(params, largest_layer, stage, precision),
+                  ema=EMA_BYTES * params / gpus if ema else 0.0)
 
 
 def more_checkpointing(depth: int, checkpoint_every: int) -> list[int]:

@@ -55,13 +55,13 @@ def to_text(plan: Plan, title: str) -> str:
         f"(forward {_si(plan.flops.forward, 'FLOP')}, attention {100 * plan.flops.attention_fraction:.1f}%; "
         f"72LD^2S + 12LDS^2 = {_si(plan.flops.headline, 'FLOP')})",
         "",
-        f"memory per GPU (GiB)  weights  grads  optimizer  activations  buffers   total  fits (<= {limit:.1f})",
+        f"memory per GPU (GiB)  weights  grads  optimizer    EMA  activations  buffers   total  fits (<= {limit:.1f})",
     ]
     for stage, memory in plan.memory.items():
         g = memory.gib()
         mark = " (recipe)" if stage == par.zero_stage else ""
         lines.append(f"ZeRO-{stage}{mark:<16}{g['weights']:8.2f}{g['gradients']:7.2f}{g['optimizer']:11.2f}"
-                     f"{g['activations']:13.2f}{g['buffers']:9.2f}{g['total']:8.2f}  "
+                     f"{g['ema']:7.2f}{g['activations']:13.2f}{g['buffers']:9.2f}{g['total']:8.2f}  "
                      f"{'yes' if plan.fits_by_stage[stage] else 'no'}")
     lines += ["", f"activation checkpointing   blocks  activations GiB  recomputed per sample "
                   f"(micro-batch {cfg.train.micro_batch}, {plan.largest.total} tokens)"]

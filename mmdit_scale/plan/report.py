@@ -127,7 +127,7 @@ def make_plan(cfg: RunConfig, hardware: Hardware, params: Optional[ParamCount] =
 
     def memory_at(stage: int, micro_batch: int, ckpt: int, gpus: int) -> Memory:
         return memory_per_gpu(params.total, params.largest_layer, cfg.model, largest, micro_batch, gpus,
-                              stage, precision, ckpt)
+                              stage, precision, ckpt, ema=cfg.train.ema_every > 0)
 
     def policy(every: int) -> Checkpointing:
         return Checkpointing(every, len(checkpointed_blocks(cfg.model.depth, every)),

@@ -136,3 +136,17 @@ def test_memory_total_and_fit_threshold() -> None:
     assert m.gib()["total"] == pytest.approx(m.total / GIB)
     assert fits(m, m.total / GIB / USABLE_FRACTION + 1e-9)
     assert not fits(m, m.total / GIB / USABLE_FRACTION * 0.999)
+
+
+def test_the_sharded_ema_is_on_the_bill_of_every_stage():
+    """ShardedEMA keeps 4 bytes per parameter in fp32, split over the ranks whatever the ZeRO stage."""
+    from mmdit_scale.config import load_config
+    from mmdit_scale.plan.report import Hardware, make_plan
+
+    with_ema = make_plan(load_config("recipes/ladder/d24.yaml"), Hardware(gpus=8))
+    without = make_plan(load_config("recipes/ladder/d24.yaml", ["train.ema_every=0"]), Hardware(gpus=8))
+    assert with_ema.cfg.train.ema_every > 0
+    for stage, memory in with_ema.memory.items():
+        assert memory.ema == 4 * with_ema.params.total / 8 and without.memory[stage].ema == 0
+        assert memory.total - without.memory[stage].total == pytest.approx(memory.ema)
+        assert memory.gib()["ema"] == pytest.approx(memory.ema / 2**30)
