@@ -17,7 +17,8 @@ import torch
 
 from data_pipeline.atomic import write_atomic
 from data_pipeline.encoders.encoder_set import EncoderSet
-from data_pipeline.format import LATENT_KEY, Sample, encode_sample, text_key
+from data_pipeline.format import LATENT_KEY, TENSOR_DTYPES, Sample, encode_sample, text_key
+from data_pipeline.layout import NULL_TEXT_FILE
 from data_pipeline.shard_plan import PlannedItem, ShardPlan
 from data_pipeline.skipped import SkippedInput, reasons
 from data_pipeline.transforms import BadImage, Placed, decode_image, place
@@ -114,10 +115,28 @@ def _save_state(out_dir: Path, result: ShardResult) -> None:
     write_atomic(path, json.dumps(asdict(result), sort_keys=True))
 
 
+def save_null_text(out_dir: Path, encoders: EncoderSet, tensor_dtype: str) -> None:
+    """Write NULL_TEXT_FILE (the encoded empty string) once per output; workers that race write the
+    same bytes, atomically."""
+    path = out_dir / NULL_TEXT_FILE
+    if path.is_file() or not encoders.text:
+        return
+    from safetensors.torch import save
+
+    dtype = TENSOR_DTYPES[tensor_dtype]
+    tensors = {}
+    for enc, out in encoders.encode_captions([""]).items():
+        tensors[text_key("orig", enc)] = out["hidden"][0].to(dtype).contiguous()  # (T, D)
+        if "pooled" in out:
+            tensors[text_key("orig", enc, pooled=True)] = out["pooled"][0].to(dtype).contiguous()  # (P,)
+    write_atomic(path, save(tensors))
+
+
 def write_shard(shard: ShardPlan, out_dir: Path, encoders: EncoderSet, settings: EncodeSettings,
                 fingerprint: str) -> ShardResult:
     """Encode and write one shard; its completion record is saved BEFORE the tar is renamed
     into place, so a finished tar always has a record (a record without a tar is redone)."""
+    save_null_text(out_dir, encoders, settings.tensor_dtype)
     samples, skipped = encode_items(shard.items, encoders, settings)
     result = ShardResult(name=shard.name, samples=0, bytes=0, sha256="", planned=len(shard.items),
                          skipped_inputs=[asdict(item) for item in skipped], fingerprint=fingerprint)

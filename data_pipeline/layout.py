@@ -14,6 +14,11 @@ from typing import Optional
 FORMAT_VERSION = 1
 """Bumped whenever a reader of the previous version could misread the new one."""
 
+NULL_TEXT_FILE = "null_text.safetensors"
+"""Beside a dataset's manifest: every text encoder's encoding of the empty string, in the shards'
+storage dtype and tensor names (`orig.<encoder>`, `orig.<clip>_pooled`). What "no prompt" is when a
+recipe sets data.null_text=empty (SD3's own inference); prepare writes it."""
+
 TEXT_TOKENS = 77
 """Sequence length of every stored text hidden state (CLIP and T5 alike, reference card 2)."""
 

@@ -25,6 +25,7 @@ from typing import Any, Optional
 
 from braceexpand import braceexpand
 
+from data_pipeline.layout import NULL_TEXT_FILE
 from data_pipeline.manifest import MANIFEST_NAME, Manifest, compare_provenance
 
 SHARD_NAME = re.compile(r"[^/\s'\"]+\.tar\b")
@@ -149,6 +150,15 @@ def _read_remote(url: str) -> bytes:
 
     with gopen(url) as stream:
         return stream.read()
+
+
+def null_text_location(value: Any) -> str:
+    """The NULL_TEXT_FILE of a data value's first dataset: beside its manifest, which must be local."""
+    location = locate_manifests(value)[0][1]
+    if is_url(location):
+        raise ValueError(f"the encoded empty string ({NULL_TEXT_FILE}) is read from beside a local manifest; "
+                         f"{location} is remote")
+    return os.path.join(os.path.dirname(local_path(location)), NULL_TEXT_FILE)
 
 
 def first_manifest(value: Any) -> tuple[str, Manifest]:

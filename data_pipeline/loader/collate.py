@@ -40,13 +40,39 @@ def padding_blocks(placements: dict[str, Placement], width: int) -> tuple[Block,
     return tuple(blocks)
 
 
+def load_null_text(path: str, placements: dict, dtype: torch.dtype) -> dict[str, tuple[np.ndarray, object]]:
+    """encoder -> (hidden, pooled) of a NULL_TEXT_FILE, as raw integer views in the batch's dtype,
+    checked against the places they fill; ValueError naming the file and the tensor otherwise."""
+    from safetensors.torch import load_file
+
+    try:
+        stored = load_file(path)
+    except OSError as err:
+        raise ValueError(f"cannot read the null text {path}: {err}") from None
+    raw = {2: torch.int16, 4: torch.int32}[torch.empty((), dtype=dtype).element_size()]
+    out = {}
+    for enc, at in placements.items():
+        name = text_key("orig", enc)
+        hidden = stored.get(name)
+        (r0, r1), (c0, c1) = at.rows, at.cols
+        if hidden is None or tuple(hidden.shape) != (r1 - r0, c1 - c0) or hidden.dtype != dtype:
+            raise ValueError(f"{path}: {name} is {None if hidden is None else (tuple(hidden.shape), hidden.dtype)}, "
+                             f"the data needs ({r1 - r0}, {c1 - c0}) of {dtype}")
+        pooled = None
+        if at.pooled is not None:
+            pooled = stored[text_key("orig", enc, pooled=True)].view(raw).numpy()
+        out[enc] = (hidden.view(raw).numpy(), pooled)
+    return out
+
+
 class Collator:
     """RawSamples of one bucket -> batch dict of tensors in the shards' storage dtype.
 
     Copies go through numpy views: one plain memcpy per block, no per-op dispatch cost and no
     intra-op thread pool (whose synchronisation made small copies 20x slower under load)."""
 
-    def __init__(self, layout: TextLayout, dtype: torch.dtype, pool_size: int = 4):
+    def __init__(self, layout: TextLayout, dtype: torch.dtype, pool_size: int = 4, null_text: Optional[str] = None):
+        """`null_text`: a NULL_TEXT_FILE whose tensors fill a dropped encoder's part (else zeros)."""
         placements = layout.placements()
         self.seq_len, self.width, self.pooled_dim = layout.seq_len, layout.width, layout.pooled_dim
         self.blocks = [(TEXT_ENCODERS.index(enc), enc, p) for enc, p in placements.items()]
@@ -62,6 +88,8 @@ class Collator:
         self._zeros: dict[int, np.ndarray] = {}
         """Memory address of a context or pooled tensor -> its zero flags (`_zero_flags`):
         dropping an encoder where the memory already holds zeros needs no write."""
+        self.null = None if null_text is None else load_null_text(null_text, placements, dtype)
+        """encoder -> (hidden (T, D), pooled (P,) or None) raw views, written where it is dropped."""
 
     def _put(self, sample: RawSample, name: str, dest: np.ndarray) -> None:
         """Copy tensor `name` of `sample` into `dest` (a view of the batch of the same shape)."""
@@ -119,6 +147,13 @@ class Collator:
                     self._put(s, text_key(s.variant, enc), ctx[i, r0:r1, c0:c1])
                     if span is not None:
                         self._put(s, text_key(s.variant, enc, pooled=True), pool[i, span[0]:span[1]])
+                    zeros[i, b] = pool_zeros[i, b] = False
+                    continue
+                if self.null is not None:  # "no prompt" is the encoded empty string
+                    hidden, null_pooled = self.null[enc]
+                    ctx[i, r0:r1, c0:c1] = hidden
+                    if span is not None:
+                        pool[i, span[0]:span[1]] = null_pooled
                     zeros[i, b] = pool_zeros[i, b] = False
                     continue
                 if not zeros[i, b]:  # a dropped encoder was about half the collation's writes

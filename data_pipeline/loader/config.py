@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from data_pipeline.layout import CAPTION_VARIANTS
 
@@ -38,6 +39,9 @@ class LoaderConfig:
     """Batches each worker prepares ahead."""
     val_caption: str = "orig"
     """Caption variant validation reads (falls back to `orig` where a sample lacks it)."""
+    null_text: Optional[str] = None
+    """Path of a NULL_TEXT_FILE (the encoded empty string): a dropped text encoder's part gets its
+    encoding of "" instead of zeros (recipes: data.null_text=empty). None: zeros."""
     verify: str = "sha256"
     """How a local shard is checked against its manifest entry when a process first opens it:
     `sha256` (size and content hash: one extra read of the shard per process and run), `size`

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterator, Optional, Union
 
 from data_pipeline.format import TENSOR_DTYPES
+from data_pipeline.loader.collate import load_null_text
 from data_pipeline.loader.config import LoaderConfig
 from data_pipeline.loader.interleave import run_inline, run_processes, run_threads
 from data_pipeline.loader.pool import shared_memory_reuse_available
@@ -70,6 +71,8 @@ class ShardLoader:
         self.layout = prov.text_layout(context_dim=self.model.context_dim if self.model else None)
         self.dtype = ST_NAMES[TENSOR_DTYPES[prov.tensor_dtype]]
         self.layout.placements()  # a context_dim that cannot hold the encoders fails here, not in a worker
+        if cfg.null_text is not None:  # so does a null text of other encoders or widths
+            load_null_text(cfg.null_text, self.layout.placements(), TENSOR_DTYPES[prov.tensor_dtype])
         for d in self.datasets:
             problem = probe_shard(d.urls[0], self.layout, TENSOR_DTYPES[prov.tensor_dtype],
                                   d.manifest.provenance.latent.channels)

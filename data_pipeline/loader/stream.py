@@ -90,7 +90,7 @@ class Stream:
                               fixed_variant=cfg.val_caption if spec.validation else None)
         self.reader = ShardReader(spec.layout, dtype, spec.channels, policy, cfg.verify)
         # Batches alive at once: the consumer's, the queued ones, the one being built.
-        self.collate = Collator(spec.layout, dtype, pool_size=cfg.prefetch + 3)
+        self.collate = Collator(spec.layout, dtype, pool_size=cfg.prefetch + 3, null_text=cfg.null_text)
         self.state = state if state is not None else StreamState.initial(spec)
         self._units_cache: dict[tuple[int, int], list[Unit]] = {}
         total = sum(s.weight for s in spec.sources)

@@ -94,6 +94,11 @@ class DataConfig:
     """Probability of the synthetic caption where a sample has both (SD3: 50/50 original/synthetic)."""
     text_dropout: float = 0.464
     """Probability that each text encoder's part (CLIP-L, CLIP-G, T5) is zeroed, independently (CFG)."""
+    null_text: Literal["zeros", "empty"] = "zeros"
+    """What "no prompt" is, in text-encoder dropout and as the null condition of guidance (sampling,
+    the trainer's grids, an export's pipeline): `zeros`, a dropped encoder's part zeroed (the
+    default, argued in docs/sampling.md), or `empty`, its encoding of the empty string, as SD3's own
+    inference does (prepare writes it beside the manifest, null_text.safetensors)."""
     verify: Literal["sha256", "size", "none"] = "sha256"
     """How each local shard is checked against its manifest when a loader process first opens it:
     size and sha256 (one extra read per shard and process), size only, or not at all. A shard that

@@ -4,8 +4,8 @@ The run's encoders are found through the provenance of its training shards (`dat
 manifest): the directories the text encoders and the autoencoder were loaded from when the shards
 were written. Their tokenizer and weight hashes are checked against the manifest, so prompts are
 never encoded by a model other than the one the training text came from. The null condition for
-classifier-free guidance is all-zero text, which is exactly what training's text-encoder
-dropout shows the model when every encoder is dropped.
+classifier-free guidance is what training's text-encoder dropout shows the model when every
+encoder is dropped: all-zero text, or the encoded empty string with data.null_text=empty.
 """
 from __future__ import annotations
 
@@ -131,6 +131,13 @@ class RunSampler:
         self.layout = self.provenance.text_layout(context_dim=self.config.model.context_dim)
         self.formulation = get_formulation(self.config.flow.formulation)
 
+    def null_condition(self, n: int, context: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The null condition of guidance for n images: what text-encoder dropout trained the model
+        to read as no prompt (data.null_text): zeros, or the encoded empty string."""
+        if self.config.data.null_text == "empty":
+            return self.encode_prompts([""] * n)
+        return torch.zeros_like(context), torch.zeros_like(pooled)
+
     def truncations(self, prompts: list[str]) -> dict[str, dict[str, str]]:
         """{prompt: {encoder: text it encodes}} for the prompts longer than an encoder's token limit;
         warns once (on stderr) when there are any."""
@@ -186,11 +193,11 @@ class RunSampler:
         context, pooled = self.encode_prompts(expanded)
         generator = torch.Generator().manual_seed(settings.seed)
         noise = torch.randn((len(expanded),) + self.latent_shape(settings), generator=generator)
+        null_context, null_pooled = self.null_condition(len(expanded), context, pooled)
         z = euler_sample(self.model, noise.to(self.device), settings.steps, formulation=self.formulation,
                          shift=settings.shift, cfg=settings.cfg,
                          cond={"context": context.to(self.device), "pooled": pooled.to(self.device)},
-                         uncond={"context": torch.zeros_like(context, device=self.device),
-                                 "pooled": torch.zeros_like(pooled, device=self.device)})
+                         uncond={"context": null_context.to(self.device), "pooled": null_pooled.to(self.device)})
         return to_uint8(self.encoders.autoencoder.decode(z).cpu())
 
 

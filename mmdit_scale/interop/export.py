@@ -59,8 +59,11 @@ def sampling_notes(cfg) -> dict:
     return {
         "shift": cfg.flow.shift,
         "resolution": cfg.data.resolution,
-        "null_condition": "zeros: pass negative_prompt_embeds and negative_pooled_prompt_embeds of zeros, "
-                          "the text-encoder dropout the model was trained with, not the encoded empty string",
+        "null_condition": (
+            "the encoded empty string (data.null_text=empty): the pipeline's own negative prompt ''"
+            if cfg.data.null_text == "empty" else
+            "zeros: pass negative_prompt_embeds and negative_pooled_prompt_embeds of zeros, the text-encoder "
+            "dropout the model was trained with, not the encoded empty string"),
         "sigmas": "numpy.linspace(1, 0, num_inference_steps + 1)[:-1] (the scheduler shifts them and ends at 0)",
         "max_sequence_length": _text_tokens(cfg),
     }

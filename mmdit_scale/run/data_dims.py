@@ -9,9 +9,11 @@ because the launcher runs it: the manifest is found by `data_pipeline.locate`, t
 """
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
-from data_pipeline.locate import absolute, check_same_provenance, first_manifest, read_manifests
+from data_pipeline.locate import (absolute, check_same_provenance, first_manifest, null_text_location,
+                                  read_manifests)
 from data_pipeline.manifest import Manifest
 from mmdit_scale.config import ConfigError
 from mmdit_scale.config.schema import RunConfig
@@ -142,6 +144,10 @@ def check_sources(cfg: RunConfig) -> None:
     train = read_manifests(cfg.data.train)
     check_same_provenance(train)
     check_grids(cfg, train)
+    if cfg.data.null_text == "empty" and not os.path.isfile(null := null_text_location(cfg.data.train)):
+        raise ValueError(f"data.null_text=empty needs the encoded empty string {null}, which `mmdit-scale prepare` "
+                         "writes beside the manifest (this dataset was prepared before it did: prepare it again "
+                         "into a new output), or set data.null_text=zeros")
     if cfg.data.val:
         val = read_manifests(cfg.data.val)
         check_same_provenance(val, reference=("the training data", train[0][1]))

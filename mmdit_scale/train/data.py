@@ -7,12 +7,18 @@ shards whose provenance or shapes do not fit the model.
 from __future__ import annotations
 
 from data_pipeline.loader import LoaderConfig, ShardLoader
+from data_pipeline.locate import null_text_location
 from mmdit_scale.config.schema import RunConfig
 from mmdit_scale.config.validate import require_train_data
 
 
+def null_text_path(cfg: RunConfig) -> str | None:
+    """The encoded empty string that fills dropped text when data.null_text=empty, else None."""
+    return null_text_location(cfg.data.train) if cfg.data.null_text == "empty" else None
+
+
 def _loader_config(cfg: RunConfig, validation: bool) -> LoaderConfig:
-    return LoaderConfig(batch_size=cfg.train.micro_batch, seed=cfg.train.seed,
+    return LoaderConfig(batch_size=cfg.train.micro_batch, seed=cfg.train.seed, null_text=null_text_path(cfg),
                         text_dropout=cfg.data.text_dropout, synthetic_caption_prob=cfg.data.caption_mix,
                         num_workers=0 if validation else cfg.data.num_workers, verify=cfg.data.verify)
 

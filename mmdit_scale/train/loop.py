@@ -22,7 +22,7 @@ from mmdit_scale.plan.tokens import TokenLayout
 from mmdit_scale.run import checkpoints, exit_codes, integrity, layout
 from mmdit_scale.train import save_restore
 from mmdit_scale.train.save_restore import TrainerState
-from mmdit_scale.train.data import train_loader, val_loader
+from mmdit_scale.train.data import null_text_path, train_loader, val_loader
 from mmdit_scale.train.ds_config import grad_accumulation
 from mmdit_scale.train.ema import ShardedEMA
 from mmdit_scale.train.engine import build_engine, compute_dtype, full_fp32_params, param_shapes
@@ -89,7 +89,7 @@ class Trainer:
     def _grid_sampler(self, validation) -> GridSampler:
         return GridSampler(validation, self.loader.manifest.provenance, self.step_fn.formulation,
                            self.step_fn.shift, self.cfg.eval.seed, compute_dtype(self.cfg), self.device,
-                           self.run_dir)
+                           self.run_dir, null_text_path(self.cfg))
 
     def _needs_universal(self) -> bool:
         """Whether the checkpoint to resume from has another world size; if so, convert it (once)."""

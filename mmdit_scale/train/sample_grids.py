@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 from data_pipeline.encoders.autoencoder import load_autoencoder
 from data_pipeline.encoders.config import AutoencoderSpec
+from data_pipeline.format import assemble_text
 from data_pipeline.loader import ShardLoader
 from data_pipeline.manifest import AUTOENCODER, Provenance
 from mmdit_scale.eval.sampling import SampleSettings, grid_image, to_uint8
@@ -45,11 +46,19 @@ def _first_samples(loader: ShardLoader, n: int) -> dict:
     return merged
 
 
+def _null_condition(path: str, loader: ShardLoader) -> tuple[torch.Tensor, torch.Tensor]:
+    """(context (T, D), pooled (P,)) of the encoded empty string, assembled as the loader assembles text."""
+    from safetensors.torch import load_file
+
+    return assemble_text(load_file(path), "orig", loader.layout)
+
+
 class GridSampler:
     def __init__(self, loader: ShardLoader, provenance: Provenance, formulation: Formulation,
                  shift_for: Callable[[int, int], float], seed: int, dtype: torch.dtype, device: torch.device,
-                 run_dir: Path):
-        """`shift_for(h, w)`: the timestep shift of a latent of h x w (the training rule)."""
+                 run_dir: Path, null_text: str | None = None):
+        """`shift_for(h, w)`: the timestep shift of a latent of h x w (the training rule);
+        `null_text`: the NULL_TEXT_FILE that is "no prompt" (data.null_text=empty), else zeros."""
         batch = _first_samples(loader, GRID_SIZE)
         self.context = batch["context"].to(device, dtype)  # (n, T, Dc)
         self.pooled = batch["pooled"].to(device, dtype)  # (n, Dp)
@@ -61,6 +70,9 @@ class GridSampler:
         self.out_dir = run_dir / SAMPLES_DIR
         self.provenance = provenance
         self.autoencoder = None
+        self.null_context, self.null_pooled = (
+            (torch.zeros_like(self.context), torch.zeros_like(self.pooled)) if null_text is None else
+            [t.expand(len(self.captions), *t.shape).to(device, dtype) for t in _null_condition(null_text, loader)])
 
     def _decoder(self):
         if self.autoencoder is None:
@@ -75,7 +87,7 @@ class GridSampler:
         """A collective: every rank samples. Returns rank 0's grid as (H, W, 3) uint8 (None elsewhere)."""
         z = euler_sample(model_fn, self.noise, self.settings.steps, formulation=self.formulation, shift=self.shift,
                          cfg=self.settings.cfg, cond={"context": self.context, "pooled": self.pooled},
-                         uncond={"context": torch.zeros_like(self.context), "pooled": torch.zeros_like(self.pooled)})
+                         uncond={"context": self.null_context, "pooled": self.null_pooled})
         if dist.get_rank() != 0:
             return None
         images = to_uint8(self._decoder().decode(z).cpu())  # (n, H, W, 3)

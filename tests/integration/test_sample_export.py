@@ -254,3 +254,52 @@ def test_the_exported_folder_in_stable_diffusion_3_pipeline_reproduces_sample(ru
                  output_type="latent", max_sequence_length=notes["max_sequence_length"]).images
     off = np.abs(to_uint8(sampler.encoders.autoencoder.decode(plain.float()).cpu()).astype(int) - expected.astype(int))
     assert off.mean() > 4 * diff.mean() + 1, (off.mean(), diff.mean())
+
+
+def test_prepare_stores_the_encoded_empty_string_and_a_run_can_use_it_as_no_prompt(run_dir, sampler, tmp_path):
+    """data.null_text=empty: the null condition is each encoder's encoding of "" (stored by prepare
+    beside the manifest, rounded like the shards), so the pipeline's own negative prompt '' then
+    reproduces `sample` with no zero embeddings passed."""
+    import numpy as np
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from safetensors.torch import load_file
+
+    from data_pipeline.format import assemble_text
+    from data_pipeline.layout import NULL_TEXT_FILE
+    from mmdit_scale.eval.sampling import to_uint8
+
+    stored = load_file(Path(sampler.config.data.train) / NULL_TEXT_FILE)
+    context, pooled = assemble_text(stored, "orig", sampler.layout)
+    empty_context, empty_pooled = sampler.encode_prompts([""])
+    assert torch.equal(context.float(), empty_context[0]) and torch.equal(pooled.float(), empty_pooled[0])
+
+    base = sampler.config
+    try:
+        sampler.config = replace(base, data=replace(base.data, null_text="empty"))
+        settings = sampler.resolved(SampleSettings(steps=6, cfg=3.0, seed=5))
+        expected = sampler.sample(PROMPTS, settings)
+        out = tmp_path / "sd3"
+        ckpt = checkpoints.resolve(run_dir)
+        enc = {name: sampler.encoders.text[name] for name in ("clip_l", "clip_g", "t5")}
+        from mmdit_scale.interop.diffusers_sd3 import to_diffusers
+
+        to_diffusers(checkpoints.build_model(ckpt)).save_pretrained(out)
+        pipe = StableDiffusion3Pipeline(
+            transformer=SD3Transformer2DModel.from_pretrained(out),
+            scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=base.flow.shift), vae=None,
+            text_encoder=enc["clip_l"].model, tokenizer=enc["clip_l"].tokenizer,
+            text_encoder_2=enc["clip_g"].model, tokenizer_2=enc["clip_g"].tokenizer,
+            text_encoder_3=enc["t5"].model, tokenizer_3=enc["t5"].tokenizer)
+        channels, h, w = sampler.latent_shape(settings)
+        noise = torch.randn((len(PROMPTS), channels, h, w), generator=torch.Generator().manual_seed(settings.seed))
+        latents = pipe(prompt=PROMPTS, height=h * pipe.vae_scale_factor, width=w * pipe.vae_scale_factor,
+                       num_inference_steps=settings.steps, sigmas=list(np.linspace(1, 0, settings.steps + 1)[:-1]),
+                       guidance_scale=settings.cfg, latents=noise.clone(), output_type="latent",
+                       max_sequence_length=77).images
+        got = to_uint8(sampler.encoders.autoencoder.decode(latents.float()).cpu())
+        diff = np.abs(got.astype(int) - expected.astype(int))
+        assert expected.std() > 10 and diff.mean() <= 1.0 and diff.max() <= 4, (diff.mean(), diff.max())
+        zeros_null = RunSampler(run_dir).sample(PROMPTS, settings)
+        assert np.abs(zeros_null.astype(int) - expected.astype(int)).mean() > 1   # the choice matters
+    finally:
+        sampler.config = base

@@ -62,3 +62,10 @@ def test_sizes_that_are_not_multiples_of_factor_times_patch_are_refused(bucketed
     with pytest.raises(ValueError, match=r"its 48x80 px images are not multiples of 32 px \(autoencoder factor 8 x "
                                          r"model.patch_size 4\)"):
         check_sources(fill_from_data(load_config(TINY, [f"data.train={bucketed}", "model.patch_size=4"]))[0])
+
+
+def test_null_text_empty_without_the_stored_encoding_is_refused_before_any_rank(bucketed, tmp_path, capsys) -> None:
+    code = cli.main(["train", TINY, f"data.train={bucketed}", "data.null_text=empty", "--run-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == CONFIG_ERROR and f"data.null_text=empty needs the encoded empty string {bucketed}/null_text" in err
+    assert "or set data.null_text=zeros" in err and not (tmp_path / "r").exists()

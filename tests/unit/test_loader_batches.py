@@ -183,3 +183,40 @@ def test_dropped_encoders_are_zeros_whatever_memory_is_reused(bucketed, workers,
         dropped += int((~b["text_keep"]).sum())
         del b
     assert dropped > 40 and len(held) == 2
+
+
+def test_a_dropped_encoder_gets_the_encoded_empty_string_when_asked(tmp_path):
+    """data.null_text=empty: where text-encoder dropout drops an encoder, its part of the context and
+    pooled text is the stored encoding of "" (null_text.safetensors), not zeros."""
+    import torch
+    from safetensors.torch import save_file
+
+    from data_pipeline.format import text_key
+    from data_pipeline.layout import NULL_TEXT_FILE
+    from data_pipeline.loader import LoaderConfig, ShardLoader
+    from data_pipeline.loader.synthetic import TINY_TEXT, SyntheticSpec, write_synthetic
+
+    write_synthetic(tmp_path, SyntheticSpec(shards=1, per_shard=8, latent_sizes=((4, 4),), text=TINY_TEXT))
+    g = torch.Generator().manual_seed(0)
+    null = {}
+    for enc, (hidden, pooled) in TINY_TEXT.items():
+        null[text_key("orig", enc)] = torch.randn(77, hidden, generator=g).to(torch.bfloat16)
+        if pooled:
+            null[text_key("orig", enc, pooled=True)] = torch.randn(pooled, generator=g).to(torch.bfloat16)
+    save_file(null, tmp_path / NULL_TEXT_FILE)
+    batch = next(iter(ShardLoader(str(tmp_path), LoaderConfig(batch_size=8, text_dropout=1.0,
+                                                              null_text=str(tmp_path / NULL_TEXT_FILE)))))
+    assert not batch["text_keep"].any()
+    layout = ShardLoader(str(tmp_path), LoaderConfig(batch_size=8)).layout
+    for enc, at in layout.placements().items():
+        (r0, r1), (c0, c1) = at.rows, at.cols
+        assert torch.equal(batch["context"][:, r0:r1, c0:c1], null[text_key("orig", enc)].expand(8, -1, -1)), enc
+        if at.pooled is not None:
+            s0, s1 = at.pooled
+            assert torch.equal(batch["pooled"][:, s0:s1], null[text_key("orig", enc, pooled=True)].expand(8, -1))
+    zeros = next(iter(ShardLoader(str(tmp_path), LoaderConfig(batch_size=8, text_dropout=1.0))))
+    assert not zeros["context"].any() and not zeros["pooled"].any()      # the default: zeros
+    del null[text_key("orig", "t5")]
+    save_file(null, tmp_path / "short.safetensors")
+    with pytest.raises(ValueError, match=r"short.safetensors: orig.t5 is None, the data needs \(77, 32\)"):
+        ShardLoader(str(tmp_path), LoaderConfig(batch_size=8, null_text=str(tmp_path / "short.safetensors")))
