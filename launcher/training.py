@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from mmdit_scale.config import RunConfig
@@ -85,8 +86,12 @@ def _start_locked(cfg: RunConfig, run_dir: Path, world) -> int:
         if latest is None:  # a resumed run has its own weights and ignores init_from
             cfg, init_line = resolved_init(cfg)
         else:
-            changed = _changed_keys(to_dict(checkpoints.load_run_config(latest))["model"], to_dict(cfg)["model"],
-                                    "model.")
+            saved = checkpoints.load_run_config(latest)
+            # What the run started from stays on record: a resume ignores init_from.
+            cfg = replace(cfg, train=replace(cfg.train, init_from=saved.train.init_from,
+                                             init_from_ema=saved.train.init_from_ema,
+                                             init_from_step=saved.train.init_from_step))
+            changed = _changed_keys(to_dict(saved)["model"], to_dict(cfg)["model"], "model.")
             if changed:
                 raise ValueError(f"the model differs from the one {latest} was trained with, so it cannot resume "
                                  f"({'; '.join(changed)}); use another --run-dir, or train.init_from to start a "

@@ -77,3 +77,9 @@ def test_pretrain_at_32_then_finetune_at_64_on_buckets(tmp_path, demo_encoders):
     assert train_records[0]["lr"] < cfg.optim.lr                     # warm-up restarts: a fresh schedule
     state = checkpoints.read_state(checkpoints.read_latest(ft / layout.CHECKPOINTS))
     assert state["step"] == 4
+    # A resume keeps what the run started from on record, whatever the command line says now.
+    train("recipes/stages/finetune_512.yaml", ft, f"data.train={tmp_path / 'ft'}", "data.resolution=null",
+          "data.buckets=[]", "model.pos_embed_max_size=32", "model.sample_size=32", "train.init_from=elsewhere",
+          "train.steps=6", "checkpoint.every=2", "logging.every=1")
+    resumed = load_config(ft / layout.CONFIG_FILE)
+    assert (resumed.train.init_from, resumed.train.init_from_step, resumed.train.init_from_ema) == (str(pinned), 4, True)
