@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
 from mmdit_scale.flow.names import FORMULATIONS, MODE_S_MAX, MODE_S_MIN, TIMESTEP_SAMPLERS
-from mmdit_scale.model.config import MMDiTConfig
+from mmdit_scale.model.config import MMDiTConfig, Routing
 
 # Built from the flow package's own tuples, so a new formulation or sampler needs no edit here.
 Formulation = Literal[FORMULATIONS]  # type: ignore[valid-type]
@@ -146,6 +146,9 @@ class TrainConfig:
     before the run stops with exit code 65, keeping the last good checkpoint."""
     compile: bool = False
     """Compile the model with torch.compile through DeepSpeed (`engine.compile()`)."""
+    routing: Routing = field(default_factory=Routing)
+    """TREAD token routing: `{ratio, start_block, end_block}` (blocks 0-based, inclusive; ratio 0:
+    off). A random `ratio` of each sample's image tokens skip those blocks in training."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "global_batch", "micro_batch"):
@@ -283,3 +286,9 @@ class RunConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        routing = self.train.routing
+        _require(not routing.enabled or routing.end_block < self.model.depth,
+                 f"train.routing.end_block={routing.end_block} is past the model's last block "
+                 f"({self.model.depth - 1}; model.depth={self.model.depth})")

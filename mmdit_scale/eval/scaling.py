@@ -92,7 +92,7 @@ def read_run(path: str | Path, name: Optional[str] = None) -> Run:
     cfg, _ = fill_from_data(cfg, sd3_fallback=True)  # runs of older code may leave data.resolution unset
     layout = token_layout(cfg)
     tokens = square_tokens(cfg, layout)
-    per_sample = training_flops(cfg.model, tokens).training
+    per_sample = training_flops(cfg.model, tokens, cfg.train.routing).training
     rows, skipped = _read_metrics(metrics)
     points = []
     for step in sorted(rows):

@@ -137,3 +137,33 @@ def checkpointed_blocks(depth: int, every: int) -> range:
         raise ValueError(f"activation checkpointing takes an int >= 0 (0: no block, 1: every block, "
                          f"k: every k-th block), got {every!r}")
     return range(0, depth, every) if every else range(0)
+
+
+@dataclass
+class Routing:
+    """TREAD token routing (Krause et al., 2025): in training, a random `ratio` of each sample's
+    image tokens skip blocks `start_block`..`end_block` (0-based, inclusive) and rejoin unchanged
+    after them; text tokens are never routed and inference uses every token. ratio 0: off."""
+
+    ratio: float = 0.0
+    start_block: int = 0
+    end_block: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ratio < 1.0:
+            raise ValueError(f"routing ratio must lie in [0, 1), got {self.ratio}")
+        if not 0 <= self.start_block <= self.end_block:
+            raise ValueError(f"routing blocks must satisfy 0 <= start_block <= end_block, got "
+                             f"{self.start_block}..{self.end_block}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.ratio > 0
+
+    def kept(self, image_tokens: int) -> int:
+        """Image tokens that go through the routed blocks (at least one)."""
+        return max(1, image_tokens - round(self.ratio * image_tokens))
+
+    def routes(self, index: int) -> bool:
+        """Whether block `index` sees only the kept tokens."""
+        return self.enabled and self.start_block <= index <= self.end_block

@@ -7,7 +7,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from mmdit_scale.model.block import JointBlock, layer_norm, modulate
-from mmdit_scale.model.config import MMDiTConfig, checkpointed_blocks
+from mmdit_scale.model.config import MMDiTConfig, Routing, checkpointed_blocks
 from mmdit_scale.model.embeddings import TIME_FREQ_DIM, MLPEmbedder, PatchEmbed, timestep_features
 
 TIMESTEP_SCALE = 1000.0
@@ -91,9 +91,13 @@ class MMDiT(nn.Module):
             nn.init.zeros_(layer.bias)
         self.x_embedder.reset_pos_embed()
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, pooled: torch.Tensor,
+                keep: torch.Tensor | None = None, routing: Routing | None = None) -> torch.Tensor:
         """Velocity for latents x (B, C, H, W) at times t (B,) in [0, 1], text context (B, T, context_dim)
-        and pooled text (B, pooled_dim); returns (B, out_channels, H, W)."""
+        and pooled text (B, pooled_dim); returns (B, out_channels, H, W).
+
+        Training with TREAD routing passes `routing` and `keep` (B, K): the indices of the image tokens
+        that go through blocks routing.start_block..end_block; the others skip them and rejoin after."""
         b, _, height, width = x.shape
         p = self.cfg.patch_size
         t = t.expand(b) if t.ndim == 0 else t  # (B,)
@@ -102,11 +106,18 @@ class MMDiT(nn.Module):
         cond = F.silu(self.t_embedder(t_freq) + self.y_embedder(pooled))  # (B, D)
         h = self.x_embedder(x)  # (B, N, D), N = (H/p) * (W/p)
         c = self.context_embedder(context)  # (B, T, D)
+        routed = keep is not None and routing is not None and routing.enabled
+        full = h
         for index, block in enumerate(self.blocks):
+            if routed and index == routing.start_block:
+                index_d = keep.unsqueeze(-1).expand(-1, -1, h.shape[-1])  # (B, K, D)
+                full, h = h, h.gather(1, index_d)  # (B, N, D) kept aside, (B, K, D) on through the blocks
             if index in self.checkpointed and torch.is_grad_enabled():
                 h, c = checkpoint(block, h, c, cond, use_reentrant=False)
             else:
-                h, c = block(h, c, cond)  # (B, N, D), (B, T, D) or None after the last block
+                h, c = block(h, c, cond)  # (B, N or K, D), (B, T, D) or None after the last block
+            if routed and index == routing.end_block:
+                h = full.scatter(1, index_d, h)  # (B, N, D): the routed tokens rejoin
         out = self.final_layer(h, cond)  # (B, N, p*p*C)
         gh, gw, channels = height // p, width // p, self.cfg.out_channels
         out = out.view(b, gh, gw, p, p, channels).permute(0, 5, 1, 3, 2, 4)  # (B, C, h, p, w, p)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mmdit_scale.model.config import MMDiTConfig, checkpointed_blocks
+from mmdit_scale.model.config import MMDiTConfig, Routing, checkpointed_blocks
 from mmdit_scale.plan.tokens import Tokens
 
 TIME_FREQ_DIM = 256
@@ -72,8 +72,9 @@ def recompute_flops(cfg: MMDiTConfig, tokens: Tokens, checkpoint_every: int) -> 
     return sum(2.0 * sum(_block_macs(cfg, tokens, i)) for i in checkpointed_blocks(cfg.depth, checkpoint_every))
 
 
-def training_flops(cfg: MMDiTConfig, tokens: Tokens) -> Flops:
-    """Exact matmul FLOPs of one training sample of `tokens` through an MM-DiT of shape `cfg`."""
+def training_flops(cfg: MMDiTConfig, tokens: Tokens, routing: Routing | None = None) -> Flops:
+    """Exact matmul FLOPs of one training sample of `tokens` through an MM-DiT of shape `cfg`; with
+    TREAD `routing`, the routed blocks see only the image tokens it keeps."""
     d, n, t = cfg.hidden_size, tokens.image, tokens.text
     patch_in = cfg.in_channels * cfg.patch_size**2
     patch_out = cfg.out_channels * cfg.patch_size**2
@@ -82,8 +83,10 @@ def training_flops(cfg: MMDiTConfig, tokens: Tokens) -> Flops:
     data_inputs = n * patch_in * d + t * cfg.context_dim * d + TIME_FREQ_DIM * d + cfg.pooled_dim * d
     macs = data_inputs + 2 * d * d  # + second layers of the timestep and pooled MLPs
     attention = 0
+    routed = Tokens(image=routing.kept(n), text=t) if routing is not None and routing.enabled else tokens
     for index in range(cfg.depth):
-        block, block_attention = _block_macs(cfg, tokens, index)
+        block, block_attention = _block_macs(cfg, routed if routing is not None and routing.routes(index) else tokens,
+                                             index)
         macs += block
         attention += block_attention
     macs += 2 * d * d + n * d * patch_out  # final adaLN and linear

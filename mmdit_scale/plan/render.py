@@ -110,7 +110,7 @@ def ladder_markdown(plans: Sequence[Plan]) -> str:
     ]
     for plan in plans:
         m = plan.cfg.model
-        flops = " | ".join(f"{training_flops(m, square_tokens(plan.cfg, plan.layout, r)).training / 1e12:.2f}"
+        flops = " | ".join(f"{training_flops(m, square_tokens(plan.cfg, plan.layout, r), plan.cfg.train.routing).training / 1e12:.2f}"
                            for r in LADDER_RESOLUTIONS)
         memory = " | ".join(f"{plan.memory[s].total / GIB:.1f}{'' if plan.fits_by_stage[s] else ' (no)'}"
                             for s in (2, 3))

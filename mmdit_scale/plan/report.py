@@ -122,7 +122,7 @@ def make_plan(cfg: RunConfig, hardware: Hardware, params: Optional[ParamCount] =
     params = params or count_parameters(cfg.model)
     layout = token_layout(cfg)
     tokens, largest = square_tokens(cfg, layout), largest_tokens(cfg, layout)
-    flops = training_flops(cfg.model, tokens)
+    flops = training_flops(cfg.model, tokens, cfg.train.routing)
     precision, micro = cfg.parallel.precision, cfg.train.micro_batch
 
     def memory_at(stage: int, micro_batch: int, ckpt: int, gpus: int) -> Memory:

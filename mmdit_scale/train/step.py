@@ -92,16 +92,31 @@ class TrainStep:
         factor = self.tokens.autoencoder_factor
         tokens = sample_tokens(height * factor, width * factor, self.cfg.model.patch_size, self.tokens)
         if tokens not in self._flops:
-            self._flops[tokens] = training_flops(self.cfg.model, tokens).training
+            self._flops[tokens] = training_flops(self.cfg.model, tokens, self.cfg.train.routing).training
         return tokens, self._flops[tokens]
 
     def _generator(self, step: int, micro: int) -> torch.Generator:
         seed = hash_ints(self.cfg.train.seed, _NOISE_DOMAIN, step, self.rank, micro) & (2**63 - 1)
         return torch.Generator(device=self.device).manual_seed(seed)
 
-    def model(self, z: torch.Tensor, t: torch.Tensor, context: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        """The engine as a flow `model_fn`: the flow math runs in fp32, the model in the compute dtype."""
-        return self.engine(z.to(self.dtype), t, context, pooled)
+    def model(self, z: torch.Tensor, t: torch.Tensor, context: torch.Tensor, pooled: torch.Tensor,
+              keep: torch.Tensor | None = None) -> torch.Tensor:
+        """The engine as a flow `model_fn`: the flow math runs in fp32, the model in the compute dtype.
+        `keep`: the image tokens that go through the routed blocks (train.routing), else all."""
+        if keep is None:
+            return self.engine(z.to(self.dtype), t, context, pooled)
+        return self.engine(z.to(self.dtype), t, context, pooled, keep=keep, routing=self.cfg.train.routing)
+
+    def route(self, batch: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor | None:
+        """(B, K) sorted indices of the image tokens each sample keeps through the routed blocks, drawn
+        from the step's seeded generator (so a resumed run draws the same); None with routing off."""
+        routing = self.cfg.train.routing
+        if not routing.enabled:
+            return None
+        patch = self.cfg.model.patch_size
+        n = (height // patch) * (width // patch)
+        order = torch.rand((batch, n), generator=generator, device=self.device).argsort(dim=1)  # (B, N)
+        return order[:, :routing.kept(n)].sort(dim=1).values  # (B, K)
 
     def run(self, step: int, batches: list[dict]) -> StepResult:
         """Optimizer step `step` (1-based) over `grad_accum` micro-batches of this rank."""
@@ -121,7 +136,9 @@ class TrainStep:
             g = self._generator(step, micro)
             t = shift_timesteps(self.sampler.sample(b, generator=g, device=self.device), self.shift(h, w))  # (B,)
             noise = torch.randn(x0.shape, generator=g, device=self.device)  # (B, C, h, w)
-            out = self.formulation.training_losses(self.model, x0, t, noise, context=context, pooled=pooled)
+            routed = {} if (keep := self.route(b, h, w, g)) is None else {"keep": keep}  # drawn after the noise
+            out = self.formulation.training_losses(self.model, x0, t, noise, context=context, pooled=pooled,
+                                                   **routed)
             loss = out.loss.mean()
             if self.rank == 0 and step in self.nan_steps:
                 loss = loss * float("nan")
