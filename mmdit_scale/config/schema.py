@@ -40,12 +40,17 @@ class FlowConfig:
     """Scale s of `mode` (diffusers' default 1.29); must lie in [-1, 2 / (pi - 2)]."""
     shift: float = 1.0
     """Resolution shift alpha: t -> alpha t / (1 + (alpha - 1) t); 1.0 at 256 px, 3.0 at 1024 px."""
+    contrastive_weight: float = 0.0
+    """Contrastive flow matching's lambda (ΔFM): the training loss subtracts lambda times the error
+    against another sample's target in the batch. 0: off (the paper's objective); ΔFM used 0.05."""
 
     def __post_init__(self) -> None:
         _require(self.lognorm_s > 0, f"flow.lognorm_s must be > 0, got {self.lognorm_s}")
         _require(MODE_S_MIN <= self.mode_s <= MODE_S_MAX,
                  f"flow.mode_s must lie in [{MODE_S_MIN}, {MODE_S_MAX:.4f}] (monotonic mode map), got {self.mode_s}")
         _require(self.shift > 0, f"flow.shift must be > 0, got {self.shift}")
+        _require(0.0 <= self.contrastive_weight < 1.0,
+                 f"flow.contrastive_weight must lie in [0, 1), got {self.contrastive_weight}")
 
 
 @dataclass

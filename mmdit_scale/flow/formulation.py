@@ -131,9 +131,15 @@ class Formulation(ABC):
         return -0.5 * self.weight(t) * self.d_log_snr(t) * deps_dpred**2
 
     def training_losses(
-        self, model_fn: ModelFn, x0: Tensor, t: Tensor, noise: Tensor, **model_kwargs: Any
+        self, model_fn: ModelFn, x0: Tensor, t: Tensor, noise: Tensor, contrastive_weight: float = 0.0,
+        **model_kwargs: Any
     ) -> FlowLoss:
-        """Per-sample unified-objective loss at the given t (B,) and noise (x0's shape)."""
+        """Per-sample unified-objective loss at the given t (B,) and noise (x0's shape).
+
+        `contrastive_weight` > 0 adds contrastive flow matching (Stoica et al., 2025, "ΔFM"): minus
+        lambda times the error against another sample's target at this sample's t (the batch's next
+        sample: negatives from the same batch), pushing conditional flows apart. A batch of one has
+        no negative and gets the plain loss."""
         t = self.training_time(t)
         z_t = self.add_noise(x0, noise, t)
         pred = model_fn(z_t, t, **model_kwargs)
@@ -143,4 +149,7 @@ class Formulation(ABC):
         # At least float32, so a bf16 model's loss is not rounded before the mean.
         dtype = torch.promote_types(torch.promote_types(pred.dtype, target.dtype), torch.float32)
         mse = (pred.to(dtype) - target.to(dtype)).square().flatten(1).mean(dim=1)  # (B,)
+        if contrastive_weight > 0 and x0.shape[0] > 1:
+            negative = self.target(x0.roll(1, dims=0), noise.roll(1, dims=0), t)  # (B, ...) another sample's
+            mse = mse - contrastive_weight * (pred.to(dtype) - negative.to(dtype)).square().flatten(1).mean(dim=1)
         return FlowLoss(loss=self.loss_scale * mse, t=t)

@@ -137,8 +137,8 @@ class TrainStep:
             t = shift_timesteps(self.sampler.sample(b, generator=g, device=self.device), self.shift(h, w))  # (B,)
             noise = torch.randn(x0.shape, generator=g, device=self.device)  # (B, C, h, w)
             routed = {} if (keep := self.route(b, h, w, g)) is None else {"keep": keep}  # drawn after the noise
-            out = self.formulation.training_losses(self.model, x0, t, noise, context=context, pooled=pooled,
-                                                   **routed)
+            out = self.formulation.training_losses(self.model, x0, t, noise, self.cfg.flow.contrastive_weight,
+                                                   context=context, pooled=pooled, **routed)
             loss = out.loss.mean()
             if self.rank == 0 and step in self.nan_steps:
                 loss = loss * float("nan")

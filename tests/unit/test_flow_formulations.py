@@ -268,3 +268,24 @@ def test_validation_loss_is_training_loss_at_each_fixed_t():
         direct = f.training_losses(model_fn, x0, torch.full((3,), t), eps).loss.mean()
         torch.testing.assert_close(result.per_t[i], direct)
     torch.testing.assert_close(result.mean, result.per_t.mean())
+
+
+@pytest.mark.parametrize("name", ["rf", "eps_linear", "v_cos"])
+def test_contrastive_flow_matching_subtracts_lambda_times_the_error_against_another_samples_target(name):
+    from mmdit_scale.flow import get_formulation
+
+    flow = get_formulation(name)
+    g = torch.Generator().manual_seed(3)
+    x0, noise, t = torch.randn(4, 2, 3, generator=g), torch.randn(4, 2, 3, generator=g), torch.rand(4, generator=g)
+    pred = torch.randn(4, 2, 3, generator=g)
+    model = lambda z, tt: pred  # noqa: E731 -- a fixed prediction makes the closed form checkable
+    plain = flow.training_losses(model, x0, t, noise)
+    assert torch.equal(flow.training_losses(model, x0, t, noise, 0.0).loss, plain.loss)  # lambda 0: today
+    tt = plain.t
+    target, negative = flow.target(x0, noise, tt), flow.target(x0.roll(1, 0), noise.roll(1, 0), tt)
+    mse = lambda a, b: (a - b).square().flatten(1).mean(1)  # noqa: E731
+    expected = flow.loss_scale * (mse(pred, target) - 0.05 * mse(pred, negative))
+    torch.testing.assert_close(flow.training_losses(model, x0, t, noise, 0.05).loss, expected)
+    first = lambda z, tt: pred[:1]  # noqa: E731
+    one = flow.training_losses(first, x0[:1], t[:1], noise[:1], 0.05).loss        # no negative in a batch of 1
+    torch.testing.assert_close(one, flow.training_losses(first, x0[:1], t[:1], noise[:1]).loss)
