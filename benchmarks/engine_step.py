@@ -101,7 +101,6 @@ def run_case(case: Case, stage: int, precision: str, data: Path, args, device, d
     from mmdit_scale.plan.memory import GIB
     from mmdit_scale.plan.peaks import mfu, peak_flops
     from mmdit_scale.plan.report import Hardware, make_plan
-    from mmdit_scale.plan.tokens import TokenLayout
     from mmdit_scale.run.data_dims import fill_from_data
     from mmdit_scale.train.data import train_loader
     from mmdit_scale.train.ema import ShardedEMA
@@ -116,7 +115,7 @@ def run_case(case: Case, stage: int, precision: str, data: Path, args, device, d
     plan = make_plan(cfg, Hardware(gpus=1))
     engine = build_engine(cfg, world_size=1)
     loader = iter(train_loader(cfg, rank=0, world_size=1))
-    step_fn = TrainStep(engine, cfg, TokenLayout.of(plan_layout_provenance(cfg), "data.train"), device, 0, 1)
+    step_fn = TrainStep(engine, cfg, plan.layout, device, 0, 1)  # the data's token layout, as plan read it
     ema = ShardedEMA(cfg.train.ema_decay, cfg.train.ema_every, 0, 1, param_shapes(engine))
     ema.reset(full_fp32_params(engine))
     results = []
@@ -149,12 +148,6 @@ def run_case(case: Case, stage: int, precision: str, data: Path, args, device, d
         "plan_memory_gb": plan.memory[stage].total / GIB,
     }
     return out
-
-
-def plan_layout_provenance(cfg):
-    from data_pipeline.locate import first_manifest
-
-    return first_manifest(cfg.data.train)[1].provenance
 
 
 def main() -> None:

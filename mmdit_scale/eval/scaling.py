@@ -26,7 +26,6 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from mmdit_scale.config import RunConfig
 from mmdit_scale.eval.comparable import Setting
 from mmdit_scale.run.layout import CONFIG_FILE, METRICS_FILE
 from mmdit_scale.run.metrics_log import metrics_path, read_records

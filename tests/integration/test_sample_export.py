@@ -213,7 +213,6 @@ def test_the_exported_folder_in_stable_diffusion_3_pipeline_reproduces_sample(ru
     diffusers twin, so the pipeline returns latents and the run's autoencoder decodes them."""
     import numpy as np
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
-    from transformers import AutoTokenizer, CLIPTextModelWithProjection, T5EncoderModel
 
     from mmdit_scale.eval.sampling import to_uint8
 

@@ -30,7 +30,7 @@ def test_buckets_come_from_the_manifest(bucketed) -> None:
 
 
 def test_recipe_buckets_that_differ_from_the_manifest_are_refused_naming_the_first_difference(bucketed) -> None:
-    same = f"data.buckets=[[80, 48], [64, 64], [48, 80]]"
+    same = "data.buckets=[[80, 48], [64, 64], [48, 80]]"
     assert set(fill_from_data(load_config(TINY, [f"data.train={bucketed}", same]))[0].data.buckets) == \
         {(64, 64), (48, 80), (80, 48)}
     with pytest.raises(ValueError, match=r"data.buckets disagrees with the manifest .* \(2 buckets against 3\): "

@@ -3,11 +3,9 @@ checkpoint file altered after it was written, values and overrides that do not p
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
