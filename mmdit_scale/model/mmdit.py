@@ -1,6 +1,9 @@
 """SD3's MM-DiT as a velocity model: v = MMDiT(cfg)(x, t, context, pooled)."""
 from __future__ import annotations
 
+from contextlib import nullcontext
+from typing import Callable, ContextManager, Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -12,6 +15,16 @@ from mmdit_scale.model.embeddings import TIME_FREQ_DIM, MLPEmbedder, PatchEmbed,
 
 TIMESTEP_SCALE = 1000.0
 """t in [0, 1] is embedded as 1000 * t, the range SD3's timestep embedding was designed for."""
+
+
+Gathered = Callable[[Sequence[nn.Parameter]], ContextManager]
+"""`gathered(params)`: a context in which those parameters are whole, for a model sharded across
+ranks; writes made inside it (identical on every rank) become the shards when it closes."""
+
+
+def whole(params: Sequence[nn.Parameter]) -> ContextManager:
+    """The `Gathered` of a model that is not sharded: its parameters are already whole."""
+    return nullcontext()
 
 
 class FinalLayer(nn.Module):
@@ -31,10 +44,11 @@ class MMDiT(nn.Module):
     """Multimodal diffusion transformer of Stable Diffusion 3 (rectified-flow velocity prediction).
 
     Construction initialises the weights; for large models build on the meta device, then
-    `to_empty(device=...)` and `init_weights()`.
+    `to_empty(device=...)` and `init_weights()`, or build sharded with `initialise=False` and
+    `init_weights(gathered)` (train/zero_init.py).
     """
 
-    def __init__(self, cfg: MMDiTConfig):
+    def __init__(self, cfg: MMDiTConfig, initialise: bool = True):
         super().__init__()
         missing = cfg.missing_input_dims()
         if missing:
@@ -54,7 +68,8 @@ class MMDiT(nn.Module):
         self.final_layer = FinalLayer(dim, cfg.patch_size ** 2 * cfg.out_channels)
         self.checkpointed: tuple[int, ...] = ()
         """Indices of the blocks whose activations are recomputed in backward instead of stored."""
-        self.init_weights()
+        if initialise:
+            self.init_weights()
 
     def set_activation_checkpointing(self, every: int) -> None:
         """Recompute the activations of every `every`-th block (blocks i with i % every == 0) in backward
@@ -62,34 +77,45 @@ class MMDiT(nn.Module):
         self.checkpointed = tuple(checkpointed_blocks(self.cfg.depth, every))
 
     @torch.no_grad()
-    def init_weights(self) -> None:
+    def init_weights(self, gathered: Gathered = whole) -> None:
         """DiT-style init; adaLN and the final linear start at zero so the model outputs exactly 0.
 
         Also recomputes the position table, which is garbage after meta construction + `to_empty`.
         A no-op on the meta device, where there are no values to fill.
+
+        `gathered(params)` makes those parameters whole for the duration of the block, for a model
+        whose parameters are sharded across ranks (the default: they already are whole). Every write
+        happens inside one, one module at a time, so a sharded model never exists whole on a rank.
+        The random draws come in the same order either way (every Linear weight in module order, the
+        patchifier, then the embedders' normals): the seeded weights do not depend on sharding.
         """
         if self.context_embedder.weight.is_meta:
             return
+        zero_init = {id(layer) for layer in self._zero_init_layers()}
         for module in self.modules():
             if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
+                with gathered([module.weight, module.bias]):
+                    nn.init.xavier_uniform_(module.weight)  # drawn even when zeroed: keeps the stream's order
+                    if id(module) in zero_init:
+                        nn.init.zeros_(module.weight)
+                    nn.init.zeros_(module.bias)
             elif isinstance(module, nn.RMSNorm):
-                module.reset_parameters()
+                with gathered([module.weight]):
+                    module.reset_parameters()
         proj = self.x_embedder.proj
-        nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))  # as a Linear over the patch
-        nn.init.zeros_(proj.bias)
+        with gathered([proj.weight, proj.bias]):
+            nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))  # as a Linear over the patch
+            nn.init.zeros_(proj.bias)
         for embedder in (self.t_embedder, self.y_embedder):
-            nn.init.normal_(embedder.fc1.weight, std=0.02)
-            nn.init.normal_(embedder.fc2.weight, std=0.02)
-        for block in self.blocks:
-            for stream in (block.x, block.context):
-                nn.init.zeros_(stream.adaLN.weight)
-                nn.init.zeros_(stream.adaLN.bias)
-        for layer in (self.final_layer.adaLN, self.final_layer.linear):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+            for layer in (embedder.fc1, embedder.fc2):
+                with gathered([layer.weight]):
+                    nn.init.normal_(layer.weight, std=0.02)
         self.x_embedder.reset_pos_embed()
+
+    def _zero_init_layers(self) -> list[nn.Linear]:
+        """adaLN-Zero: every modulation and the final layer start at zero."""
+        streams = [stream.adaLN for block in self.blocks for stream in (block.x, block.context)]
+        return streams + [self.final_layer.adaLN, self.final_layer.linear]
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, pooled: torch.Tensor,
                 keep: torch.Tensor | None = None, routing: Routing | None = None) -> torch.Tensor:

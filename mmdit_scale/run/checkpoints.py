@@ -106,16 +106,21 @@ def load_run_config(ckpt: Path) -> RunConfig:
     return load_config(ckpt / CONFIG_FILE)
 
 
-def load_weights(ckpt: Path, ema: bool = False) -> dict[str, "torch.Tensor"]:
-    """Consolidated fp32 weights (or EMA) of a checkpoint, keyed by MMDiT parameter name."""
-    from safetensors.torch import load_file
-
+def weights_file(ckpt: Path, ema: bool = False) -> Path:
+    """The checkpoint's consolidated fp32 weights file (or EMA), verified against its checksums."""
     path = ckpt / (EMA_FILE if ema else MODEL_FILE)
     if not path.is_file():
         what = "an EMA (train.ema_every was 0)" if ema else "consolidated weights"
         raise FileNotFoundError(f"{ckpt} has no {path.name}: the run kept no {what}")
     verify_file(ckpt, path.name)
-    return load_file(path)
+    return path
+
+
+def load_weights(ckpt: Path, ema: bool = False) -> dict[str, "torch.Tensor"]:
+    """Consolidated fp32 weights (or EMA) of a checkpoint, keyed by MMDiT parameter name."""
+    from safetensors.torch import load_file
+
+    return load_file(weights_file(ckpt, ema))
 
 
 def build_model(path: str | os.PathLike, ema: bool = False, device: str = "cpu") -> "MMDiT":

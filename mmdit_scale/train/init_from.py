@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from mmdit_scale.config import RunConfig
     from mmdit_scale.model import MMDiT
+    from mmdit_scale.model.mmdit import Gathered
 
 SD3_CLASS = "SD3Transformer2DModel"
 DIFFUSERS_CONFIG = "config.json"
@@ -94,25 +95,37 @@ def check_init_source(cfg: "RunConfig", workdir: Path | None = None) -> InitSour
     return find_init_source(Path(workdir or ".") / cfg.train.init_from)
 
 
-def load_initial_weights(model: "MMDiT", source: str, ema: bool = False) -> list[str]:
+def load_initial_weights(model: "MMDiT", source: str, ema: bool = False,
+                         gathered: "Gathered | None" = None) -> list[str]:
     """Copy `source`'s weights (a checkpoint's EMA with `ema`) into `model` (any dtype on disk, cast
     to the model's); returns log lines.
 
+    `gathered(params)` makes sharded parameters whole while they are written (train/zero_init.py);
+    every rank then reads the source and writes the same tensors in the same order. A checkpoint's
+    tensors are read one at a time, so the source never exists whole in memory either.
+
     Raises ValueError when the source is not usable; the model may then be partly overwritten.
     """
+    from mmdit_scale.model.mmdit import whole
+
+    gathered = gathered or whole
     found = find_init_source(source)
     lines = [found.note] if found.note else []
     if found.kind == DIFFUSERS:
         if ema:
             raise ValueError(f"train.init_from={source} is a diffusers transformer, which holds one set of weights: "
                              "train.init_from_ema applies to checkpoint sources (export --ema writes EMA weights)")
-        return lines + _load_diffusers(model, found.path, source)
+        return lines + _load_diffusers(model, found.path, source, gathered)
     try:
-        weights = checkpoints.load_weights(found.path, ema=ema)
+        path = checkpoints.weights_file(found.path, ema=ema)
     except FileNotFoundError as err:
         raise ValueError(f"train.init_from={source}: {err}") from None
-    fresh_norms = _fresh_norms(model.state_dict(), weights, source)
-    count = _copy_in(model, weights.items(), fresh_norms, source)
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as weights:
+        keys = list(weights.keys())
+        fresh_norms = _fresh_norms(_own(model), keys, source)
+        count = _copy_in(model, ((key, weights.get_tensor(key)) for key in keys), fresh_norms, source, gathered)
     what = "EMA tensors" if ema else "tensors"
     return lines + [f"init_from: {count} {what} from {found.path}"] + _norm_lines(found.path, fresh_norms)
 
@@ -133,7 +146,7 @@ def resolved_init(cfg: "RunConfig", workdir: Path | None = None) -> tuple["RunCo
                                        f"{', EMA' if cfg.train.init_from_ema else ''})")
 
 
-def _load_diffusers(model: "MMDiT", directory: Path, source: str) -> list[str]:
+def _load_diffusers(model: "MMDiT", directory: Path, source: str, gathered: "Gathered") -> list[str]:
     from mmdit_scale.interop.diffusers_sd3 import (POS_EMBED_KEY, check_pos_table, config_differences,
                                                    iter_state_from_diffusers, key_map, read_sd3_transformer)
 
@@ -151,13 +164,18 @@ def _load_diffusers(model: "MMDiT", directory: Path, source: str) -> list[str]:
                 f"(the source's was {layout.pos_embed_max_size})"]
                if layout.pos_embed_max_size != model.cfg.pos_embed_max_size else [])
     stored = next(iter(sd.values())).dtype
-    fresh_norms = _fresh_norms(model.state_dict(), [ours for ours, _, _ in key_map(layout)], source)
+    fresh_norms = _fresh_norms(_own(model), [ours for ours, _, _ in key_map(layout)], source)
     # release=True: each diffusers tensor is freed once copied, so the source never exists twice.
-    count = _copy_in(model, iter_state_from_diffusers(sd, layout, release=True), fresh_norms, source)
+    count = _copy_in(model, iter_state_from_diffusers(sd, layout, release=True), fresh_norms, source, gathered)
     into = next(model.parameters()).dtype
     return ([f"init_from: {count} tensors from diffusers {SD3_CLASS} {directory} "
              f"({_dtype_name(stored)} on disk, copied into {_dtype_name(into)} weights)"]
             + resized + _norm_lines(directory, fresh_norms))
+
+
+def _own(model: "MMDiT") -> dict[str, "torch.nn.Parameter"]:
+    """The tensors a checkpoint holds: the model's parameters (its one buffer is recomputed)."""
+    return dict(model.named_parameters())
 
 
 def _fresh_norms(own: dict[str, "torch.Tensor"], incoming: Iterable[str], source: str) -> list[str]:
@@ -174,21 +192,25 @@ def _fresh_norms(own: dict[str, "torch.Tensor"], incoming: Iterable[str], source
 
 
 def _copy_in(model: "MMDiT", weights: Iterable[tuple[str, "torch.Tensor"]], fresh_norms: list[str],
-             source: str) -> int:
+             source: str, gathered: "Gathered") -> int:
     """Copy each (key, tensor) into the model's own tensor, casting dtype; the fresh norms become one."""
     import torch
 
-    own = model.state_dict()
+    own = _own(model)
     count = 0
     with torch.no_grad():
         for key, value in weights:
-            if value.shape != own[key].shape:
+            param = own[key]
+            shape = getattr(param, "ds_shape", param.shape)  # a ZeRO-3 shard's own shape is not the tensor's
+            if value.shape != shape:
                 raise ValueError(f"train.init_from={source}: shapes differ for {key} "
-                                 f"({tuple(value.shape)} in the source, {tuple(own[key].shape)} in the model)")
-            own[key].copy_(value)
+                                 f"({tuple(value.shape)} in the source, {tuple(shape)} in the model)")
+            with gathered([param]):
+                param.copy_(value)
             count += 1
         for key in fresh_norms:
-            own[key].fill_(1.0)
+            with gathered([own[key]]):
+                own[key].fill_(1.0)
     return count
 
 

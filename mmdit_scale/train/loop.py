@@ -106,11 +106,11 @@ class Trainer:
             raise SetupError(f"cannot resume from {self.resume_from}: {err}") from None
         return True
 
-    def _init_weights(self, model) -> None:
+    def _init_weights(self, model, gathered) -> None:
         """`train.init_from` on a fresh run (a resumed run has its own weights)."""
         if self.cfg.train.init_from and self.resume_from is None:
             try:
-                lines = load_initial_weights(model, self.cfg.train.init_from, self.cfg.train.init_from_ema)
+                lines = load_initial_weights(model, self.cfg.train.init_from, self.cfg.train.init_from_ema, gathered)
             except (OSError, ValueError) as err:
                 raise SetupError(str(err)) from None
             for line in lines:

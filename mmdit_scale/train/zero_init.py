@@ -1,0 +1,63 @@
+"""ZeRO-3 models built already sharded: no rank ever holds the whole model.
+
+Built whole and sharded afterwards, every rank of a d38 run would first hold the full fp32 model
+(32 GB), times 8 ranks per node. Here the model is constructed under `deepspeed.zero.Init`, which
+shards each submodule's parameters as soon as that submodule exists, and then initialised one
+module at a time inside `GatheredParameters`. The weights are the same, bit for bit, as the whole
+seeded build (`MMDiT(cfg)` after `torch.manual_seed`), whatever the world size:
+- construction draws from the seeded stream exactly as before (each submodule's constructor runs
+  whole before it is sharded, and its draws are overwritten by `init_weights` anyway);
+- `init_weights` makes the same draws in the same order on every rank, each inside a gather, and
+  rank 0's values (equal to every other rank's) become the shards.
+
+Two deliberate choices against DeepSpeed's defaults:
+- `tensor_overrides=[]`: zero.Init would otherwise make every float tensor created during
+  construction bf16, including the position table (which the trainer keeps in fp32) and the init
+  draws (bf16 draws are not the bf16 rounding of fp32 draws). Parameters are built and initialised
+  in fp32, as in the whole build.
+- under bf16 the fp32 shards are then cast to bf16 (`_cast_shards`), which is what the engine does
+  to a whole model: the fp32 master weights DeepSpeed makes from them are the same in both paths.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, ContextManager, Sequence
+
+import deepspeed
+import torch
+from torch import nn
+
+from mmdit_scale.config.schema import RunConfig
+from mmdit_scale.model.mmdit import Gathered, MMDiT
+
+
+def gathered(params: Sequence[nn.Parameter]) -> ContextManager:
+    """The `Gathered` of a ZeRO-3 model: rank 0's writes are broadcast, then re-sharded."""
+    return deepspeed.zero.GatheredParameters(list(params), modifier_rank=0)
+
+
+def build_sharded(cfg: RunConfig, ds_config: dict[str, Any],
+                  prepare: Callable[[MMDiT, Gathered], None] | None = None) -> MMDiT:
+    """The seeded MMDiT as ZeRO-3 shards (call after `torch.manual_seed(cfg.train.seed)`).
+
+    `prepare(model, gathered)` runs after initialisation (e.g. `train.init_from`), writing through
+    `gathered` as `init_weights` does.
+    """
+    with deepspeed.zero.Init(config_dict_or_path=ds_config, tensor_overrides=[]):
+        model = MMDiT(cfg.model, initialise=False)
+    model.init_weights(gathered)
+    if prepare is not None:
+        prepare(model, gathered)
+    if cfg.parallel.precision == "bf16":
+        _cast_shards(model, torch.bfloat16)
+    return model
+
+
+def _cast_shards(model: nn.Module, dtype: torch.dtype) -> None:
+    """Cast every parameter's shard (and its empty placeholder) to `dtype`.
+
+    The engine skips its own cast for a model built under zero.Init, expecting zero.Init to have
+    made the parameters bf16 already; ours are fp32 (see the module docstring).
+    """
+    for param in model.parameters():
+        param.ds_tensor.data = param.ds_tensor.data.to(dtype)
+        param.data = torch.empty(0, dtype=dtype, device=param.data.device)
