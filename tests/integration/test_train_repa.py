@@ -15,7 +15,7 @@ from data_pipeline.manifest import AUTOENCODER, REPA_ENCODER, EncoderInfo, Laten
 from data_pipeline.writer import ShardWriter
 from mmdit_scale.config import load_config
 from mmdit_scale.model import MMDiT
-from test_train import TEXT, finish, log_of, records, start, val_losses
+from tests.integration.test_train import TEXT, finish, log_of, records, start, val_losses
 
 pytestmark = pytest.mark.slow
 
