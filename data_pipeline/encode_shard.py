@@ -17,7 +17,7 @@ import torch
 
 from data_pipeline.atomic import write_atomic
 from data_pipeline.encoders.encoder_set import EncoderSet
-from data_pipeline.format import LATENT_KEY, TENSOR_DTYPES, Sample, encode_sample, text_key
+from data_pipeline.format import LATENT_KEY, REPA_KEY, TENSOR_DTYPES, Sample, encode_sample, text_key
 from data_pipeline.layout import NULL_TEXT_FILE
 from data_pipeline.shard_plan import PlannedItem, ShardPlan
 from data_pipeline.skipped import SkippedInput, reasons
@@ -77,6 +77,7 @@ def encode_items(items: list[PlannedItem], encoders: EncoderSet,
     if not placed:
         return [], skipped
     latents: list[Optional[torch.Tensor]] = [None] * len(placed)
+    features: list[Optional[torch.Tensor]] = [None] * len(placed)
     by_size: dict[tuple[int, int], list[int]] = {}
     for i, (_, p) in enumerate(placed):
         by_size.setdefault(p.size, []).append(i)
@@ -84,10 +85,16 @@ def encode_items(items: list[PlannedItem], encoders: EncoderSet,
         batch = torch.stack([pixels_to_tensor(placed[i][1].pixels) for i in idx])  # (B, 3, H, W)
         for i, z in zip(idx, encoders.encode_images(batch), strict=True):
             latents[i] = z  # (C, H/f, W/f)
+        if encoders.vision is not None:  # REPA's target: features of the same clean image
+            for i, feat in zip(idx, encoders.encode_repa(batch), strict=True):
+                features[i] = feat  # (grid^2, D)
     texts = [(i, v, item.captions[v]) for i, (item, _) in enumerate(placed) for v in ("orig", "syn")
              if v in item.captions]
     encoded = encoders.encode_captions([t for _, _, t in texts])
     tensors: list[dict[str, torch.Tensor]] = [{LATENT_KEY: z} for z in latents]
+    for i, feat in enumerate(features):
+        if feat is not None:
+            tensors[i][REPA_KEY] = feat
     for row, (i, variant, _) in enumerate(texts):
         for name, out in encoded.items():
             tensors[i][text_key(variant, name)] = out["hidden"][row]  # (T, D)

@@ -7,6 +7,8 @@ A shard is a WebDataset tar. Each sample is exactly two tar members:
   - for each caption variant v in CAPTION_VARIANTS that the sample has, and each text encoder
     that the run used: `{v}.clip_l` (77, Dl), `{v}.clip_l_pooled` (Pl,), `{v}.clip_g` (77, Dg),
     `{v}.clip_g_pooled` (Pg,), `{v}.t5` (77, Dt). An absent encoder's keys are absent.
+  - `repa` (grid^2, D): patch features of the clean image from the REPA vision encoder, only in
+    shards prepared with `--repa-encoder` (the manifest's `encoders.repa` says so).
   Hidden states are stored INCLUDING pad positions, exactly as the reference pipelines feed them
   (reference card section 2): dropping pads would change the conditioning.
 - `KEY.json`: `{"key", "captions": {"orig": str, "syn": str?}, "original_size": [h, w],
@@ -39,6 +41,7 @@ META_EXT = "json"
 """Extension (WebDataset field name) of the metadata member of a sample."""
 
 LATENT_KEY = "latent"
+REPA_KEY = "repa"
 
 TENSOR_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
 """Storage dtypes a shard may use; the manifest records which."""

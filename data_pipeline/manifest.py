@@ -22,6 +22,8 @@ from data_pipeline.layout import CLIP_ENCODERS, FORMAT_VERSION, TEXT_ENCODERS, T
 MANIFEST_NAME = "manifest.json"
 AUTOENCODER = "autoencoder"
 """Key of the autoencoder in `Provenance.encoders`; text encoders use their TEXT_ENCODERS names."""
+REPA_ENCODER = "repa"
+"""Key of the REPA vision encoder in `Provenance.encoders` (absent: the shards hold no REPA features)."""
 
 
 def part_manifest_name(part: int, parts: int) -> str:
@@ -33,7 +35,7 @@ class EncoderInfo:
     """Where one encoder came from and what it produces."""
 
     kind: str
-    """`clip`, `t5` (text); `sd3_vae`, `pixel` (autoencoders)."""
+    """`clip`, `t5` (text); `sd3_vae`, `pixel` (autoencoders); `vision` (REPA's encoder)."""
     model_dir: Optional[str]
     """Directory the weights were loaded from (None for the weightless pixel autoencoder)."""
     weights_sha256: Optional[str]
@@ -41,7 +43,8 @@ class EncoderInfo:
     dtype: str
     """Compute dtype the encoder ran in (`fp32` on CPU, `bf16`/`fp16` on GPU)."""
     dims: dict[str, int]
-    """clip: hidden, pooled; t5: hidden; autoencoder: channels, factor."""
+    """clip: hidden, pooled; t5: hidden; autoencoder: channels, factor; vision: hidden, grid (side of
+    the patch grid), image_size (the side images are resized to)."""
     tokens: Optional[int] = None
     """Text sequence length (77); None for autoencoders."""
     tokenizer_sha256: Optional[str] = None
@@ -83,6 +86,12 @@ class Provenance:
                 dims[name + "_pooled"] = int(info.dims["pooled"])
             tokens = int(info.tokens or TEXT_TOKENS)
         return TextLayout(tokens=tokens, context_dim=context_dim, **dims)
+
+    def repa_features(self) -> Optional[tuple[int, int]]:
+        """(grid side, hidden width) of the stored REPA features, each sample's (grid^2, hidden); None
+        when the shards hold none."""
+        info = self.encoders.get(REPA_ENCODER)
+        return None if info is None else (int(info.dims["grid"]), int(info.dims["hidden"]))
 
     def text_encoders(self) -> tuple[str, ...]:
         return tuple(e for e in TEXT_ENCODERS if e in self.encoders)

@@ -17,8 +17,8 @@ from typing import Optional
 
 import torch
 
-from data_pipeline.encoders import EncodersConfigError, resolve_encoders
-from data_pipeline.encoders.config import EncodersConfig
+from data_pipeline.encoders import EncodersConfigError, resolve_encoders, resolve_repa_encoder
+from data_pipeline.encoders.config import EncodersConfig, VisionEncoderSpec
 from data_pipeline.encoders.encoder_set import EncoderSet, describe_encoders
 from data_pipeline.filters import Filters
 from data_pipeline.format import TENSOR_DTYPES
@@ -41,6 +41,9 @@ class PrepareOptions:
     input: Path
     output: Path
     encoders: str = "demo"
+    repa_encoder: Optional[str] = None
+    """A transformers vision model's directory (or `demo`) whose patch features of each clean image
+    are stored for REPA (`train.repa`); None: no features."""
     source: str = "auto"
     resolution: int = 256
     buckets: Optional[list[tuple[int, int]]] = None
@@ -131,6 +134,8 @@ def _load_encoders(opts: PrepareOptions) -> tuple[EncodersConfig, Provenance]:
         cfg = resolve_encoders(opts.encoders, opts.output)
         if opts.batch_size:
             cfg = replace(cfg, batch_size=opts.batch_size)
+        if opts.repa_encoder:
+            cfg = replace(cfg, repa=VisionEncoderSpec(resolve_repa_encoder(opts.repa_encoder, opts.output)))
         infos, latent = describe_encoders(cfg, _main_device())
     except (EncodersConfigError, OSError, KeyError, ValueError) as err:
         raise PrepareError(f"cannot load encoders {opts.encoders!r}: {err}") from err

@@ -53,6 +53,9 @@ class DemoOptions:
     recipe: Path = RECIPE
     overrides: list[str] = field(default_factory=list)
     """Extra `key=value` recipe overrides (after the demo's own)."""
+    repa: float = 0.0
+    """Opt-in REPA: > 0 prepares the shards (into shards-repa/) with the demo's vision encoder's
+    features too and trains with train.repa.weight set to it; 0: the plain demo."""
 
 
 class DemoError(RuntimeError):
@@ -96,11 +99,16 @@ def prepare_shards(opts: DemoOptions, images: tuple[Path, Path]) -> tuple[Path, 
     from data_pipeline.prepare import PrepareOptions, run_prepare
 
     encoders = demo_encoders_yaml(opts.workdir / "encoders")  # one set for both splits: same provenance
+    repa_encoder = None
+    if opts.repa > 0:  # shards with features are other shards: their own folder, never mixed with the plain ones
+        from data_pipeline.encoders.demo_vision import build_demo_vision_encoder
+
+        repa_encoder = build_demo_vision_encoder(opts.workdir / "encoders")
     outs = []
     for folder in images:
-        out = opts.workdir / "shards" / folder.name
-        run_prepare(PrepareOptions(input=folder, output=out, encoders=str(encoders), resolution=opts.size,
-                                   samples_per_shard=512, progress=False))
+        out = opts.workdir / ("shards-repa" if repa_encoder else "shards") / folder.name
+        run_prepare(PrepareOptions(input=folder, output=out, encoders=str(encoders), repa_encoder=repa_encoder,
+                                   resolution=opts.size, samples_per_shard=512, progress=False))
         outs.append(out)
     return outs[0], outs[1]
 
@@ -112,6 +120,8 @@ def train(opts: DemoOptions, shards: tuple[Path, Path]) -> Path:
 
     run_dir = opts.workdir / "run"
     overrides = [f"data.train={shards[0]}", f"data.val={shards[1]}"]
+    if opts.repa > 0:
+        overrides.append(f"train.repa.weight={opts.repa}")
     if opts.steps is not None:
         overrides += [f"train.steps={opts.steps}", f"checkpoint.every={opts.steps}", f"eval.every={opts.steps}"]
     try:

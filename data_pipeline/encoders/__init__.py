@@ -1,4 +1,5 @@
-"""Encoders named by an encoders YAML (or the built-in `demo` set): autoencoder + text encoders."""
+"""Encoders named by an encoders YAML (or the built-in `demo` set): autoencoder + text encoders, and
+REPA's vision encoder named by `prepare --repa-encoder`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,4 +16,14 @@ def resolve_encoders(name_or_path: str, output: Path) -> EncodersConfig:
     return load_encoders_config(name_or_path)
 
 
-__all__ = ["EncodersConfig", "EncodersConfigError", "load_encoders_config", "resolve_encoders"]
+def resolve_repa_encoder(name_or_path: str, output: Path) -> str:
+    """`demo` builds (or reuses) the demo vision encoder under OUTPUT/encoders; anything else is the
+    directory of a transformers vision model (e.g. DINOv2), made absolute for the manifest."""
+    if name_or_path == "demo":
+        from data_pipeline.encoders.demo_vision import build_demo_vision_encoder
+
+        return build_demo_vision_encoder(output / "encoders")
+    return str(Path(name_or_path).expanduser().resolve())
+
+
+__all__ = ["EncodersConfig", "EncodersConfigError", "load_encoders_config", "resolve_encoders", "resolve_repa_encoder"]

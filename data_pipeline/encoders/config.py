@@ -18,6 +18,8 @@ Schema (relative paths are resolved against the YAML file's directory):
     tokens: 77                 # text sequence length for every text encoder
     dtype: auto                # compute dtype: auto (fp32 on CPU, bf16 on GPU) | fp32 | bf16 | fp16
     batch_size: 16             # images / captions per encoder call
+
+The REPA vision encoder is not a key of this YAML: `prepare --repa-encoder PATH` names it (one way).
 """
 from __future__ import annotations
 
@@ -54,6 +56,13 @@ class TextEncoderSpec:
 
 
 @dataclass(frozen=True)
+class VisionEncoderSpec:
+    """A frozen vision transformer (e.g. DINOv2) whose patch features REPA aligns the model to."""
+
+    path: str
+
+
+@dataclass(frozen=True)
 class EncodersConfig:
     autoencoder: AutoencoderSpec
     clip_l: Optional[TextEncoderSpec] = None
@@ -62,6 +71,8 @@ class EncodersConfig:
     tokens: int = TEXT_TOKENS
     dtype: str = "auto"
     batch_size: int = 16
+    repa: Optional[VisionEncoderSpec] = None
+    """Set by `prepare --repa-encoder`, never by the YAML."""
 
     def text_specs(self) -> dict[str, TextEncoderSpec]:
         """Present text encoders, in TEXT_ENCODERS order."""
@@ -88,7 +99,7 @@ def parse_encoders_config(data: dict, base: Union[str, Path] = ".") -> EncodersC
     base = Path(base)
     if not isinstance(data, dict):
         raise EncodersConfigError(f"encoders YAML must be a mapping, got {type(data).__name__}")
-    _check_keys("", data, tuple(f.name for f in fields(EncodersConfig)))
+    _check_keys("", data, tuple(f.name for f in fields(EncodersConfig) if f.name != "repa"))
     ae = data.get("autoencoder")
     if not isinstance(ae, dict):
         raise EncodersConfigError("encoders YAML needs an `autoencoder:` mapping with a `kind`")

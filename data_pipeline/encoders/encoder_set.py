@@ -8,7 +8,8 @@ import torch
 from data_pipeline.encoders.autoencoder import describe_autoencoder, load_autoencoder
 from data_pipeline.encoders.config import EncodersConfig
 from data_pipeline.encoders.text import TextEncoder, describe_text_encoder
-from data_pipeline.manifest import AUTOENCODER, EncoderInfo, LatentInfo
+from data_pipeline.encoders.vision import VisionEncoder, describe_vision_encoder
+from data_pipeline.manifest import AUTOENCODER, REPA_ENCODER, EncoderInfo, LatentInfo
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -34,6 +35,8 @@ def describe_encoders(cfg: EncodersConfig, device: torch.device) -> tuple[dict[s
     infos = {AUTOENCODER: ae_info}
     for name, spec in cfg.text_specs().items():
         infos[name] = describe_text_encoder(name, spec, cfg.tokens, dtype)
+    if cfg.repa is not None:
+        infos[REPA_ENCODER] = describe_vision_encoder(cfg.repa, dtype)
     return infos, latent
 
 
@@ -43,19 +46,29 @@ class EncoderSet:
     device: torch.device
     autoencoder: object
     text: dict[str, TextEncoder]
+    vision: VisionEncoder | None = None
+    """REPA's encoder (`prepare --repa-encoder`), or None."""
 
     @classmethod
     def load(cls, cfg: EncodersConfig, device: torch.device) -> "EncoderSet":
         quiet_hub_progress()
         dtype = _DTYPES[resolve_dtype(cfg.dtype, device)]
         text = {name: TextEncoder(name, spec, cfg.tokens, device, dtype) for name, spec in cfg.text_specs().items()}
-        return cls(config=cfg, device=device, autoencoder=load_autoencoder(cfg.autoencoder, device, dtype), text=text)
+        vision = VisionEncoder(cfg.repa, device, dtype) if cfg.repa is not None else None
+        return cls(config=cfg, device=device, autoencoder=load_autoencoder(cfg.autoencoder, device, dtype), text=text,
+                   vision=vision)
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [-1, 1] -> normalised latents (B, C, H/f, W/f), fp32 on CPU."""
         bs = self.config.batch_size
         return torch.cat([self.autoencoder.encode(images[i:i + bs].to(self.device)).float().cpu()
                           for i in range(0, len(images), bs)])
+
+    def encode_repa(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [-1, 1] -> REPA features (B, grid^2, D), fp32 on CPU."""
+        assert self.vision is not None
+        bs = self.config.batch_size
+        return torch.cat([self.vision.encode(images[i:i + bs]) for i in range(0, len(images), bs)])
 
     def truncations(self, caption: str) -> dict[str, str]:
         """{encoder: the text it encodes} for each encoder whose token limit cuts `caption` short."""

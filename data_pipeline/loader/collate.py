@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from data_pipeline.format import LATENT_KEY, text_key
+from data_pipeline.format import LATENT_KEY, REPA_KEY, text_key
 from data_pipeline.layout import CAPTION_VARIANTS, TEXT_ENCODERS, Placement, TextLayout
 from data_pipeline.loader.pool import TensorPool
 from data_pipeline.loader.sample_reader import RawSample
@@ -71,8 +71,11 @@ class Collator:
     Copies go through numpy views: one plain memcpy per block, no per-op dispatch cost and no
     intra-op thread pool (whose synchronisation made small copies 20x slower under load)."""
 
-    def __init__(self, layout: TextLayout, dtype: torch.dtype, pool_size: int = 4, null_text: Optional[str] = None):
-        """`null_text`: a NULL_TEXT_FILE whose tensors fill a dropped encoder's part (else zeros)."""
+    def __init__(self, layout: TextLayout, dtype: torch.dtype, pool_size: int = 4, null_text: Optional[str] = None,
+                 repa: Optional[tuple[int, int]] = None):
+        """`null_text`: a NULL_TEXT_FILE whose tensors fill a dropped encoder's part (else zeros);
+        `repa`: (tokens, width) of the REPA features each sample brings, or None."""
+        self.repa = repa
         placements = layout.placements()
         self.seq_len, self.width, self.pooled_dim = layout.seq_len, layout.width, layout.pooled_dim
         self.blocks = [(TEXT_ENCODERS.index(enc), enc, p) for enc, p in placements.items()]
@@ -126,14 +129,16 @@ class Collator:
         n = len(samples)
         claimed = self.ring.take(n, samples[0].shape) if self.ring is not None else None
         if claimed is not None:
-            slot, (latent, context, pooled) = claimed
+            slot, (latent, context, pooled, features) = claimed
             fresh = fresh_pooled = False  # ring slots start zeroed
         else:
             slot = None
             latent, _ = self.pool.empty((n,) + samples[0].shape, self.dtype)  # (B, C, h, w)
             context, fresh = self.pool.empty((n, self.seq_len, self.width), self.dtype)  # (B, 154, Dt)
             pooled, fresh_pooled = self.pool.empty((n, self.pooled_dim), self.dtype)  # (B, Pl + Pg)
+            features = None if self.repa is None else self.pool.empty((n, *self.repa), self.dtype)[0]  # (B, N, De)
         lat, ctx, pool = (t.view(self.raw).numpy() for t in (latent, context, pooled))
+        rep = None if features is None else features.view(self.raw).numpy()
         if fresh:  # nothing but zeros is ever written to the padding: a reused tensor keeps them
             for r0, r1, c0, c1 in self.padding:
                 ctx[:, r0:r1, c0:c1] = 0
@@ -141,6 +146,8 @@ class Collator:
         pool_zeros = self._zero_flags(pooled, n, fresh_pooled)
         for i, s in enumerate(samples):
             self._put(s, LATENT_KEY, lat[i])
+            if rep is not None:
+                self._put(s, REPA_KEY, rep[i])
             for b, (e, enc, at) in enumerate(self.blocks):
                 (r0, r1), (c0, c1), span = at.rows, at.cols, at.pooled
                 if s.keep[e]:
@@ -162,7 +169,7 @@ class Collator:
                 if span is not None and not pool_zeros[i, b]:
                     pool[i, span[0]:span[1]] = 0
                     pool_zeros[i, b] = True
-        del lat, ctx, pool  # the pool reuses a tensor only once no view of it is left
+        del lat, ctx, pool, rep  # the pool reuses a tensor only once no view of it is left
         batch = {
             "latent": latent,
             "context": context,
@@ -176,6 +183,8 @@ class Collator:
             "original_size": torch.tensor([s.original_size for s in samples], dtype=torch.long),
             "crop_box": torch.tensor([s.crop_box for s in samples], dtype=torch.long),
         }
+        if features is not None:
+            batch["repa_features"] = features  # (B, grid^2, De): REPA's target, the clean image's features
         if slot is not None:
             batch[SLOT_KEY] = slot
         return batch

@@ -49,6 +49,10 @@ class LoaderConfig:
     naming it and what differs, and counted as corrupt. Streamed shards (`pipe:`, URLs) are not
     checked: their bytes are read once, as they arrive (docs/loader.md)."""
 
+    repa_features: bool = False
+    """Also read each sample's REPA features into `batch["repa_features"]` (B, grid^2, hidden); the
+    manifest must name the encoder (`encoders.repa`). Off: their bytes are skipped (train.repa off)."""
+
     def __post_init__(self) -> None:
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"LoaderConfig.batch_size must be a positive int, got {self.batch_size!r}")

@@ -116,6 +116,7 @@ class _StreamsDataset(torch.utils.data.IterableDataset):
             if SLOT_KEY in batch:  # send the slot index, not the tensors
                 batch[_LATENT_SHAPE] = tuple(batch.pop("latent").shape[1:])
                 del batch["context"], batch["pooled"]
+                batch.pop("repa_features", None)
             # Every tensor sent to the main process gets a shared-memory segment of its own,
             # handed over through a socket connection per tensor (about 4 ms each under load);
             # the small per-sample fields travel as numpy arrays, pickled by value.
@@ -126,7 +127,7 @@ class _StreamsDataset(torch.utils.data.IterableDataset):
 
 
 _LATENT_SHAPE = "_latent_shape"
-_SLOT_FIELDS = ("latent", "context", "pooled")
+_SLOT_FIELDS = ("latent", "context", "pooled", "repa_features")
 
 
 def _identity(item):
@@ -161,7 +162,10 @@ def run_processes(streams: list[Stream], first: int, prefetch: int,
             slot = batch.pop(SLOT_KEY, None)
             if slot is not None:
                 latent_shape = batch.pop(_LATENT_SHAPE)
-                batch["latent"], batch["context"], batch["pooled"] = rings[w].views(slot, len(batch["keys"]), latent_shape)
+                latent, context, pooled, features = rings[w].views(slot, len(batch["keys"]), latent_shape)
+                batch["latent"], batch["context"], batch["pooled"] = latent, context, pooled
+                if features is not None:
+                    batch["repa_features"] = features
                 lent.append((w, slot))
             yield w, batch, state
     finally:

@@ -68,6 +68,14 @@ class ShardLoader:
             problems = check_against_model(prov, **asdict(self.model))
             if problems:
                 raise ValueError(f"dataset {self.datasets[0].name!r} does not fit the model: " + "; ".join(problems))
+        self.repa: Optional[tuple[int, int]] = None
+        """(tokens, width) of each sample's REPA features when cfg.repa_features, else None."""
+        if cfg.repa_features:
+            grid_width = prov.repa_features()
+            if grid_width is None:
+                raise ValueError(f"dataset {self.datasets[0].name!r} holds no REPA features (its manifest names no "
+                                 "`encoders.repa`): prepare it with --repa-encoder")
+            self.repa = (grid_width[0] ** 2, grid_width[1])
         self.layout = prov.text_layout(context_dim=self.model.context_dim if self.model else None)
         self.dtype = ST_NAMES[TENSOR_DTYPES[prov.tensor_dtype]]
         self.layout.placements()  # a context_dim that cannot hold the encoders fails here, not in a worker
@@ -75,7 +83,7 @@ class ShardLoader:
             load_null_text(cfg.null_text, self.layout.placements(), TENSOR_DTYPES[prov.tensor_dtype])
         for d in self.datasets:
             problem = probe_shard(d.urls[0], self.layout, TENSOR_DTYPES[prov.tensor_dtype],
-                                  d.manifest.provenance.latent.channels)
+                                  d.manifest.provenance.latent.channels, self.repa)
             if problem:
                 raise ValueError(f"dataset {d.name!r}: its shards do not hold what its manifest says: the first "
                                  f"sample of {d.urls[0]} has {problem}")
@@ -96,7 +104,7 @@ class ShardLoader:
                           channels=self.manifest.provenance.latent.channels,
                           stream=self.rank * self.cfg.streams_per_rank + w, n_streams=self.n_streams,
                           validation=self.validation, generation=self._generation, plan=self._plan,
-                          start_epochs=self._start_epochs)
+                          start_epochs=self._start_epochs, repa=self.repa)
 
     def _reset_streams(self) -> None:
         self._states = [StreamState.initial(self._spec(w)).to_dict() for w in range(self.cfg.streams_per_rank)]
@@ -132,7 +140,8 @@ class ShardLoader:
             numel = max(numel, max(prov.latent.channels * (h // f) * (w // f) for h, w in sizes))
         dtype = TENSOR_DTYPES[self.manifest.provenance.tensor_dtype]
         return [SharedRing(self.cfg.prefetch + 3, self.cfg.batch_size, self.layout.seq_len, self.layout.width,
-                           self.layout.pooled_dim, numel, dtype) for _ in range(self.cfg.streams_per_rank)]
+                           self.layout.pooled_dim, numel, dtype, self.repa)
+                for _ in range(self.cfg.streams_per_rank)]
 
     @property
     def stats(self) -> dict[str, int]:

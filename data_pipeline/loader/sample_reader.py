@@ -23,7 +23,8 @@ from typing import BinaryIO, Callable, Generator, Iterator, Optional, Union
 import torch
 from webdataset.gopen import gopen
 
-from data_pipeline.format import LATENT_KEY, META_EXT, SAFETENSORS_METADATA, TENSORS_EXT, decode_meta, text_key
+from data_pipeline.format import (LATENT_KEY, META_EXT, REPA_KEY, SAFETENSORS_METADATA, TENSORS_EXT, decode_meta,
+                                  text_key)
 from data_pipeline.layout import CAPTION_VARIANTS, CLIP_ENCODERS, TEXT_ENCODERS, TextLayout
 from data_pipeline.loader import rng
 from data_pipeline.loader.shard_file import DEFERRED_READS, OpenShards, ShardFile
@@ -116,8 +117,9 @@ class ShardReader:
     """Turns a unit of a shard into RawSamples, counting (and warning about) what it skips."""
 
     def __init__(self, layout: TextLayout, dtype: torch.dtype, channels: int, policy: SamplePolicy,
-                 verify: str = "sha256"):
-        self.policy, self.verify = policy, verify
+                 verify: str = "sha256", repa: Optional[tuple[int, int]] = None):
+        """`repa`: (tokens, width) of the REPA features to read as well; None: skip them."""
+        self.policy, self.verify, self.repa = policy, verify, repa
         self._verified: set[tuple[str, int, int]] = set()
         self.dtype_name = ST_NAMES[dtype]
         self.channels = channels
@@ -304,6 +306,8 @@ class ShardReader:
                 needed[text_key(variant, enc)] = (self.tokens, self.widths[enc])
                 if enc in self.pooled:
                     needed[text_key(variant, enc, pooled=True)] = (self.pooled[enc],)
+        if self.repa is not None:
+            needed[REPA_KEY] = self.repa
         missing = [k for k in needed if k not in header]
         if missing:
             raise SampleError(f"lacks tensors {missing}")
@@ -319,7 +323,7 @@ class ShardReader:
                     raise SampleError(f"latent shape {shape}, expected ({self.channels}, h, w) "
                                       "(provenance.latent.channels)")
             elif shape != expected:
-                encoder = name.split(".")[1]
+                encoder = "repa" if name == REPA_KEY else name.split(".")[1]
                 raise SampleError(f"{name} shape {shape}, expected {expected} "
                                   f"(provenance.encoders.{encoder}: tokens and dims)")
             begin, end = (int(x) for x in info["data_offsets"])
@@ -351,13 +355,14 @@ class ShardReader:
         return None
 
 
-def probe_shard(url: str, layout: TextLayout, dtype: torch.dtype, channels: int) -> Optional[str]:
+def probe_shard(url: str, layout: TextLayout, dtype: torch.dtype, channels: int,
+                repa: Optional[tuple[int, int]] = None) -> Optional[str]:
     """What the first sample of a local shard holds that its manifest does not say (latent
     channels, text widths and tokens, dtype), or None. One header is read: a manifest that
     describes other data than its shards is refused once, instead of every sample being skipped."""
     if _SCHEME.match(url) and not url.startswith("file:"):
         return None  # streamed shards are checked sample by sample as they arrive
-    reader = ShardReader(layout, dtype, channels, policy=None, verify="none")
+    reader = ShardReader(layout, dtype, channels, policy=None, verify="none", repa=repa)
     try:
         with open(re.sub(r"^file://?", "/", url), "rb") as f:
             tar = TarStream(f)

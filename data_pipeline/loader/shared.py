@@ -20,21 +20,24 @@ from data_pipeline.loader.pool import storage_users
 
 class SharedRing:
     def __init__(self, slots: int, batch: int, seq: int, width: int, pooled_dim: int, latent_numel: int,
-                 dtype: torch.dtype):
+                 dtype: torch.dtype, repa: Optional[tuple[int, int]] = None):
         self.batch = batch
         self.latent_numel = latent_numel
         # Zero-filled once: the context padding is only ever written with zeros afterwards.
         self.latent = [torch.zeros(batch * latent_numel, dtype=dtype).share_memory_() for _ in range(slots)]
         self.context = [torch.zeros((batch, seq, width), dtype=dtype).share_memory_() for _ in range(slots)]
         self.pooled = [torch.zeros((batch, pooled_dim), dtype=dtype).share_memory_() for _ in range(slots)]
+        self.repa = [] if repa is None else [torch.zeros((batch, *repa), dtype=dtype).share_memory_()
+                                             for _ in range(slots)]
         self.busy = torch.zeros(slots, dtype=torch.int32).share_memory_()
 
     def views(self, slot: int, n: int, latent_shape: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
-        """(latent (n, C, h, w), context (n, S, W), pooled (n, P)) of a slot."""
+        """(latent (n, C, h, w), context (n, S, W), pooled (n, P), REPA features (n, N, De) or None) of a slot."""
         latent = self.latent[slot][:n * math.prod(latent_shape)].view((n,) + tuple(latent_shape))
+        repa = self.repa[slot] if self.repa else None
         if n == self.batch:
-            return latent, self.context[slot], self.pooled[slot]
-        return latent, self.context[slot][:n], self.pooled[slot][:n]
+            return latent, self.context[slot], self.pooled[slot], repa
+        return latent, self.context[slot][:n], self.pooled[slot][:n], None if repa is None else repa[:n]
 
     def take(self, n: int, latent_shape: tuple[int, ...]) -> Optional[tuple[int, tuple[torch.Tensor, ...]]]:
         """Worker side: claim a free slot for a batch of n samples, or None."""
@@ -49,7 +52,7 @@ class SharedRing:
 
     def in_use(self, slot: int) -> bool:
         """Main side: does anything outside the ring still hold this slot's tensors?"""
-        for tensors in (self.latent, self.context, self.pooled):
+        for tensors in (self.latent, self.context, self.pooled, *([self.repa] if self.repa else [])):
             # References: the ring's list and getrefcount's argument.
             if sys.getrefcount(tensors[slot]) > 2 or storage_users(tensors[slot]) > 1:
                 return True

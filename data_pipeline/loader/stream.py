@@ -48,6 +48,8 @@ class StreamSpec:
     plan: dict[tuple[int, int], EpochProgress] = field(default_factory=dict)
     """(dataset, epoch) -> what an earlier layout already delivered in that epoch."""
     start_epochs: Optional[list[int]] = None
+    repa: Optional[tuple[int, int]] = None
+    """(tokens, width) of the REPA features to read; None: skipped."""
 
 
 @dataclass
@@ -88,9 +90,10 @@ class Stream:
         policy = SamplePolicy(seed=cfg.seed, text_dropout=cfg.text_dropout,
                               synthetic_prob=cfg.synthetic_caption_prob,
                               fixed_variant=cfg.val_caption if spec.validation else None)
-        self.reader = ShardReader(spec.layout, dtype, spec.channels, policy, cfg.verify)
+        self.reader = ShardReader(spec.layout, dtype, spec.channels, policy, cfg.verify, repa=spec.repa)
         # Batches alive at once: the consumer's, the queued ones, the one being built.
-        self.collate = Collator(spec.layout, dtype, pool_size=cfg.prefetch + 3, null_text=cfg.null_text)
+        self.collate = Collator(spec.layout, dtype, pool_size=cfg.prefetch + 3, null_text=cfg.null_text,
+                                repa=spec.repa)
         self.state = state if state is not None else StreamState.initial(spec)
         self._units_cache: dict[tuple[int, int], list[Unit]] = {}
         total = sum(s.weight for s in spec.sources)

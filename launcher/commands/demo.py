@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample-steps", type=positive_int, default=None, metavar="N", help="Euler steps (default: 20)")
     parser.add_argument("--cfg", type=float, default=None, metavar="S", help="guidance scale (default: 3)")
     parser.add_argument("--ema", action="store_true", help="sample with the EMA weights")
+    parser.add_argument("--repa", type=float, default=None, metavar="WEIGHT",
+                        help="opt-in REPA: store the demo-only vision encoder's features in the shards and train "
+                             "with train.repa.weight=WEIGHT (default: off; not a measured win, docs/demo.md)")
     parser.add_argument("overrides", nargs="*", default=[], metavar="key=value",
                         help="extra overrides of recipes/demo.yaml, e.g. optim.lr=5e-4")
 
@@ -39,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from launcher.demo_job import EXIT_STAGE_FAILED, EXIT_TARGETS_MISSED, DemoError, DemoOptions, run_demo
 
     given = {"steps": args.steps, "train_images": args.images, "per_prompt": args.per_prompt,
-             "sample_steps": args.sample_steps, "cfg": args.cfg}
+             "sample_steps": args.sample_steps, "cfg": args.cfg, "repa": args.repa}
     chosen = {k: v for k, v in given.items() if v is not None}
     try:
         summary = run_demo(DemoOptions(workdir=args.workdir, ema=args.ema, overrides=list(args.overrides), **chosen))

@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--caption-column", help="table column with the original caption (default: caption|text)")
     enc = parser.add_argument_group("encoding")
     enc.add_argument("--encoders", default="demo", help="`demo` or an encoders YAML (default: demo)")
+    enc.add_argument("--repa-encoder", metavar="PATH",
+                     help="also store each clean image's patch features from this transformers vision model "
+                          "(e.g. DINOv2) for REPA (train.repa); `demo`: the demo's seeded tiny encoder")
     enc.add_argument("--resolution", type=int, default=256, help="target side S in pixels (default: 256)")
     enc.add_argument("--buckets", type=_buckets,
                      help="aspect buckets: `auto` (H*W ~ S^2) or HxW,HxW,... ; default: centre crop to SxS")
@@ -83,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
             return 2
         part, parts = args.part or (0, 1)
         opts = PrepareOptions(
-            input=args.input, output=args.output, encoders=args.encoders, source=args.source,
+            input=args.input, output=args.output, encoders=args.encoders, repa_encoder=args.repa_encoder,
+            source=args.source,
             resolution=args.resolution, buckets=None if args.buckets in (None, "auto") else args.buckets,
             auto_buckets=args.buckets == "auto", patch_size=args.patch_size, samples_per_shard=args.samples_per_shard,
             workers=args.workers, part=part, parts=parts, tensor_dtype=args.dtype, min_size=args.min_size,

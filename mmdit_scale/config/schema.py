@@ -123,6 +123,33 @@ class DataConfig:
 
 
 @dataclass
+class Repa:
+    """REPA representation alignment (Yu et al., 2025): an MLP projector on block `block`'s image
+    tokens is pulled, by negative cosine, towards a frozen vision encoder's patch features of the
+    clean image (stored in the shards by `prepare --repa-encoder`). The projector trains with the
+    model and is left out of its weights, EMA and export. weight 0: off."""
+
+    weight: float = 0.0
+    """lambda: the loss is the flow loss + weight * mean over image tokens of (1 - cos); REPA used 0.5."""
+    block: Optional[int] = None
+    """0-based block whose output image tokens are aligned; None: depth // 3 (REPA aligned block 8 of
+    SiT-XL's 28: early, so the later blocks stay free for generation)."""
+
+    def __post_init__(self) -> None:
+        _require(math.isfinite(self.weight) and self.weight >= 0,
+                 f"train.repa.weight must be a finite number >= 0, got {self.weight}")
+        _require(self.block is None or self.block >= 0, f"train.repa.block must be >= 0, got {self.block}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.weight > 0
+
+    def block_of(self, depth: int) -> int:
+        """The aligned block of a model `depth` blocks deep."""
+        return depth // 3 if self.block is None else self.block
+
+
+@dataclass
 class TrainConfig:
     """Length, batch and seed of the run. World size comes from the launcher, never from here."""
 
@@ -154,6 +181,9 @@ class TrainConfig:
     routing: Routing = field(default_factory=Routing)
     """TREAD token routing: `{ratio, start_block, end_block}` (blocks 0-based, inclusive; ratio 0:
     off). A random `ratio` of each sample's image tokens skip those blocks in training."""
+    repa: Repa = field(default_factory=Repa)
+    """REPA: `{weight, block}` (block 0-based; weight 0: off). Block `block`'s image tokens are aligned
+    to the shards' frozen vision-encoder features (`prepare --repa-encoder`)."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "global_batch", "micro_batch"):
@@ -297,3 +327,7 @@ class RunConfig:
         _require(not routing.enabled or routing.end_block < self.model.depth,
                  f"train.routing.end_block={routing.end_block} is past the model's last block "
                  f"({self.model.depth - 1}; model.depth={self.model.depth})")
+        repa = self.train.repa
+        _require(not repa.enabled or repa.block_of(self.model.depth) < self.model.depth,
+                 f"train.repa.block={repa.block} is past the model's last block: it must lie in 0..{self.model.depth - 1} "
+                 f"(model.depth={self.model.depth})")

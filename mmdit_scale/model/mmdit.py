@@ -118,12 +118,16 @@ class MMDiT(nn.Module):
         return streams + [self.final_layer.adaLN, self.final_layer.linear]
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, pooled: torch.Tensor,
-                keep: torch.Tensor | None = None, routing: Routing | None = None) -> torch.Tensor:
+                keep: torch.Tensor | None = None, routing: Routing | None = None,
+                capture: int | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Velocity for latents x (B, C, H, W) at times t (B,) in [0, 1], text context (B, T, context_dim)
         and pooled text (B, pooled_dim); returns (B, out_channels, H, W).
 
         Training with TREAD routing passes `routing` and `keep` (B, K): the indices of the image tokens
-        that go through blocks routing.start_block..end_block; the others skip them and rejoin after."""
+        that go through blocks routing.start_block..end_block; the others skip them and rejoin after.
+
+        `capture` (REPA, training only): also return the image tokens block `capture` outputs,
+        (B, N, D), or (B, K, D), the kept ones, where that block is routed; returns (velocity, tokens)."""
         b, _, height, width = x.shape
         p = self.cfg.patch_size
         t = t.expand(b) if t.ndim == 0 else t  # (B,)
@@ -134,6 +138,7 @@ class MMDiT(nn.Module):
         c = self.context_embedder(context)  # (B, T, D)
         routed = keep is not None and routing is not None and routing.enabled
         full = h
+        captured = None
         for index, block in enumerate(self.blocks):
             if routed and index == routing.start_block:
                 index_d = keep.unsqueeze(-1).expand(-1, -1, h.shape[-1])  # (B, K, D)
@@ -142,9 +147,12 @@ class MMDiT(nn.Module):
                 h, c = checkpoint(block, h, c, cond, use_reentrant=False)
             else:
                 h, c = block(h, c, cond)  # (B, N or K, D), (B, T, D) or None after the last block
+            if index == capture:
+                captured = h  # (B, N or K, D): before routed tokens rejoin, so only processed tokens align
             if routed and index == routing.end_block:
                 h = full.scatter(1, index_d, h)  # (B, N, D): the routed tokens rejoin
         out = self.final_layer(h, cond)  # (B, N, p*p*C)
         gh, gw, channels = height // p, width // p, self.cfg.out_channels
         out = out.view(b, gh, gw, p, p, channels).permute(0, 5, 1, 3, 2, 4)  # (B, C, h, p, w, p)
-        return out.reshape(b, channels, gh * p, gw * p)  # (B, C, H, W)
+        out = out.reshape(b, channels, gh * p, gw * p)  # (B, C, H, W)
+        return out if capture is None else (out, captured)

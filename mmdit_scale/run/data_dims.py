@@ -120,6 +120,18 @@ def check_grids(cfg: RunConfig, named: list[tuple[str, Manifest]]) -> None:
                                  f"model.pos_embed_max_size to at least {max(grid)}")
 
 
+def check_repa(cfg: RunConfig, named: list[tuple[str, Manifest]]) -> None:
+    """REPA on needs the encoder features in the shards (a mixture's datasets must share the encoder:
+    `check_same_provenance` compares `encoders.repa` as it does the other encoders)."""
+    if not cfg.train.repa.enabled:
+        return
+    for name, manifest in named:
+        if manifest.provenance.repa_features() is None:
+            raise ValueError(f"train.repa.weight={cfg.train.repa.weight} needs REPA features in the training shards, "
+                             f"and dataset {name!r} has none (its manifest names no `encoders.repa`): prepare it "
+                             "with `mmdit-scale prepare --repa-encoder PATH`, or set train.repa.weight=0")
+
+
 def _assignments(dims: InputDims, names: tuple[str, ...]) -> str:
     return " ".join(f"model.{name}={getattr(dims, name)}" for name in names)
 
@@ -144,6 +156,7 @@ def check_sources(cfg: RunConfig) -> None:
     train = read_manifests(cfg.data.train)
     check_same_provenance(train)
     check_grids(cfg, train)
+    check_repa(cfg, train)
     if cfg.data.null_text == "empty" and not os.path.isfile(null := null_text_location(cfg.data.train)):
         raise ValueError(f"data.null_text=empty needs the encoded empty string {null}, which `mmdit-scale prepare` "
                          "writes beside the manifest (this dataset was prepared before it did: prepare it again "

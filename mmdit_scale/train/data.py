@@ -20,7 +20,8 @@ def null_text_path(cfg: RunConfig) -> str | None:
 def _loader_config(cfg: RunConfig, validation: bool) -> LoaderConfig:
     return LoaderConfig(batch_size=cfg.train.micro_batch, seed=cfg.train.seed, null_text=null_text_path(cfg),
                         text_dropout=cfg.data.text_dropout, synthetic_caption_prob=cfg.data.caption_mix,
-                        num_workers=0 if validation else cfg.data.num_workers, verify=cfg.data.verify)
+                        num_workers=0 if validation else cfg.data.num_workers, verify=cfg.data.verify,
+                        repa_features=cfg.train.repa.enabled and not validation)
 
 
 def train_loader(cfg: RunConfig, rank: int, world_size: int) -> ShardLoader:

@@ -75,7 +75,8 @@ class Trainer:
             raise SetupError(str(err)) from None
         self.resume_from = self._latest()
         self.engine = build_engine(cfg, self.world, run_dir, self._init_weights,
-                                   load_universal=self._needs_universal())
+                                   load_universal=self._needs_universal(),
+                                   repa_dim=self.loader.repa[1] if self.loader.repa else None)
         self.ema = ShardedEMA(cfg.train.ema_decay, cfg.train.ema_every, self.rank, self.world,
                               param_shapes(self.engine))
         tokens = TokenLayout.of(self.loader.manifest.provenance, source="data.train")

@@ -52,7 +52,10 @@ class Metrics:
         self.every, self.device, self.peak_flops = every, device, peak_flops
         self.total_steps, self.last_logged = total_steps, start_step
         # [loss sum, samples, flops, tokens, T_BINS bin sums, T_BINS bin counts]
-        self.acc = torch.zeros(4 + 2 * T_BINS, dtype=torch.float64, device=device)
+        # loss, samples, flops, tokens, T_BINS loss sums, T_BINS counts, REPA alignment loss sum
+        self.acc = torch.zeros(5 + 2 * T_BINS, dtype=torch.float64, device=device)
+        self.repa = False
+        """Whether the steps carry a REPA loss (train.repa on): then records have `repa_loss`."""
         self.grad_norm: Any = None
         self.skipped = 0
         self.t0 = time.perf_counter()
@@ -78,7 +81,10 @@ class Metrics:
         self.acc[2] += result.flops
         self.acc[3] += result.tokens
         self.acc[4:4 + T_BINS] += result.bin_sum
-        self.acc[4 + T_BINS:] += result.bin_count
+        self.acc[4 + T_BINS:4 + 2 * T_BINS] += result.bin_count
+        if result.repa_sum is not None:
+            self.repa = True
+            self.acc[-1] += result.repa_sum
         self.grad_norm = result.grad_norm
 
     def due(self, step: int) -> bool:
@@ -95,7 +101,7 @@ class Metrics:
         steps, self.last_logged = step - self.last_logged, step
         self.acc.zero_()
         loss_sum, samples, flops, tokens = (float(v) for v in acc[:4])
-        sums, counts = acc[4:4 + T_BINS].tolist(), acc[4 + T_BINS:].tolist()
+        sums, counts = acc[4:4 + T_BINS].tolist(), acc[4 + T_BINS:4 + 2 * T_BINS].tolist()
         record = {
             "kind": "train", "step": step, "time": time.time(),
             "loss": loss_sum / samples if samples else None,
@@ -106,6 +112,8 @@ class Metrics:
             "memory_gib": float(memory.item()), "skipped_steps": self.skipped,
             "eta_s": eta_seconds(step, self.total_steps, elapsed / steps) if steps > 0 else None,
         }
+        if self.repa:
+            record["repa_loss"] = float(acc[-1]) / samples if samples else None
         self._write(step, record)
         return record
 
@@ -161,6 +169,8 @@ def _scalars(record: dict[str, Any]):
             yield tag, record[key]
     for name, v in record["loss_t"].items():
         yield f"train/loss_t/{name}", v
+    if record.get("repa_loss") is not None:
+        yield "train/repa_loss", record["repa_loss"]
 
 
 def _line(record: dict[str, Any]) -> str:

@@ -7,6 +7,12 @@ alpha = flow.shift * sqrt(bucket pixels / data.resolution^2) (`flow.shift_for_si
 `flow.shift` at the recipe's resolution and the paper's sqrt(m/n) rule for buckets of other areas.
 The FLOPs each step logs (for MFU) are `plan`'s exact count for the batch's tokens.
 
+REPA (`train.repa`, weight > 0): the loss is the flow loss + weight * the mean over samples of
+`model.repa.alignment_loss` between the projector's output on block `train.repa.block`'s image tokens
+and the shards' encoder features, resized to the token grid (and taken at the kept tokens where
+that block is routed). The logged `loss` stays the flow loss, so runs with and without REPA compare;
+`repa_loss` is logged beside it.
+
 Non-finite guard: a NaN/inf loss on any rank makes that rank's gradients non-finite, and
 DeepSpeed's ZeRO-1/2/3 and bf16 optimizers then skip the update on every rank (no weight,
 optimizer-state or schedule change). ZeRO-0 fp32 has no such check in DeepSpeed, so there the
@@ -22,6 +28,7 @@ from data_pipeline.loader.rng import hash_ints
 from mmdit_scale.config.schema import FlowConfig, RunConfig
 from mmdit_scale.flow import get_formulation, get_timestep_sampler, shift_for_size, shift_timesteps
 from mmdit_scale.flow.timestep_samplers import TimestepSampler
+from mmdit_scale.model.repa import alignment_loss, target_tokens
 from mmdit_scale.plan.flops import training_flops
 from mmdit_scale.plan.tokens import TokenLayout, Tokens, sample_tokens
 from mmdit_scale.train import hooks
@@ -57,6 +64,8 @@ class StepResult:
     nonfinite_keys: list[str]
     """Keys of this rank's samples whose latent or text held NaN or inf (looked for only when the
     update was skipped)."""
+    repa_sum: torch.Tensor | None = None
+    """() per-sample REPA alignment losses (mean 1 - cos) summed; None with REPA off."""
 
 
 def nonfinite_samples(batches: list[dict]) -> list[str]:
@@ -100,12 +109,31 @@ class TrainStep:
         return torch.Generator(device=self.device).manual_seed(seed)
 
     def model(self, z: torch.Tensor, t: torch.Tensor, context: torch.Tensor, pooled: torch.Tensor,
-              keep: torch.Tensor | None = None) -> torch.Tensor:
+              keep: torch.Tensor | None = None, aligned: list[torch.Tensor] | None = None) -> torch.Tensor:
         """The engine as a flow `model_fn`: the flow math runs in fp32, the model in the compute dtype.
-        `keep`: the image tokens that go through the routed blocks (train.routing), else all."""
+        `keep`: the image tokens that go through the routed blocks (train.routing), else all.
+        With REPA on the engine also returns the projected block tokens: appended to `aligned` when
+        given (training), dropped otherwise (validation, sample grids)."""
         if keep is None:
-            return self.engine(z.to(self.dtype), t, context, pooled)
-        return self.engine(z.to(self.dtype), t, context, pooled, keep=keep, routing=self.cfg.train.routing)
+            out = self.engine(z.to(self.dtype), t, context, pooled)
+        else:
+            out = self.engine(z.to(self.dtype), t, context, pooled, keep=keep, routing=self.cfg.train.routing)
+        if not self.cfg.train.repa.enabled:
+            return out
+        velocity, projected = out
+        if aligned is not None:
+            aligned.append(projected)
+        return velocity
+
+    def repa_loss(self, projected: torch.Tensor, features: torch.Tensor, height: int, width: int,
+                  keep: torch.Tensor | None) -> torch.Tensor:
+        """(B,) alignment loss of the projected tokens (B, N or K, De) against the batch's encoder
+        features (B, grid^2, De) on the latent's token grid."""
+        repa, patch = self.cfg.train.repa, self.cfg.model.patch_size
+        routed = self.cfg.train.routing.routes(repa.block_of(self.cfg.model.depth))
+        target = target_tokens(features.to(self.device), height // patch, width // patch,
+                               keep if routed else None)  # (B, N or K, De)
+        return alignment_loss(projected, target)
 
     def route(self, batch: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor | None:
         """(B, K) sorted indices of the image tokens each sample keeps through the routed blocks, drawn
@@ -123,6 +151,8 @@ class TrainStep:
         if len(batches) != self.grad_accum:
             raise ValueError(f"step needs {self.grad_accum} micro-batches, got {len(batches)}")
         loss_sum = torch.zeros((), device=self.device)
+        repa = self.cfg.train.repa
+        repa_sum = torch.zeros((), device=self.device) if repa.enabled else None
         bin_sum = torch.zeros(T_BINS, device=self.device)
         bin_count = torch.zeros(T_BINS, device=self.device)
         samples = tokens = 0
@@ -137,9 +167,15 @@ class TrainStep:
             t = shift_timesteps(self.sampler.sample(b, generator=g, device=self.device), self.shift(h, w))  # (B,)
             noise = torch.randn(x0.shape, generator=g, device=self.device)  # (B, C, h, w)
             routed = {} if (keep := self.route(b, h, w, g)) is None else {"keep": keep}  # drawn after the noise
+            aligned: list[torch.Tensor] = []
+            extra = {"aligned": aligned} if repa.enabled else {}
             out = self.formulation.training_losses(self.model, x0, t, noise, self.cfg.flow.contrastive_weight,
-                                                   context=context, pooled=pooled, **routed)
+                                                   context=context, pooled=pooled, **routed, **extra)
             loss = out.loss.mean()
+            if repa_sum is not None:
+                align = self.repa_loss(aligned[0], batch["repa_features"], h, w, keep)  # (B,)
+                loss = loss + repa.weight * align.mean()
+                repa_sum += align.detach().sum()
             if self.rank == 0 and step in self.nan_steps:
                 loss = loss * float("nan")
             self.engine.backward(loss)
@@ -162,7 +198,7 @@ class TrainStep:
         grad_norm = self.engine.get_global_grad_norm() if not self.own_guard else self._own_norm
         return StepResult(applied=applied, loss_sum=loss_sum, bin_sum=bin_sum, bin_count=bin_count,
                           samples=samples, tokens=tokens, flops=flops, grad_norm=grad_norm,
-                          nonfinite_keys=[] if applied else nonfinite_samples(batches))
+                          nonfinite_keys=[] if applied else nonfinite_samples(batches), repa_sum=repa_sum)
 
     def _grads_finite(self) -> bool:
         """ZeRO-0: the gradients are all-reduced by now, so every rank reaches the same answer."""

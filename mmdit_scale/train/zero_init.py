@@ -15,7 +15,7 @@ Two deliberate choices against DeepSpeed's defaults:
   construction bf16, including the position table (which the trainer keeps in fp32) and the init
   draws (bf16 draws are not the bf16 rounding of fp32 draws). Parameters are built and initialised
   in fp32, as in the whole build.
-- under bf16 the fp32 shards are then cast to bf16 (`_cast_shards`), which is what the engine does
+- under bf16 the fp32 shards are then cast to bf16 (`cast_params`), which is what the engine does
   to a whole model: the fp32 master weights DeepSpeed makes from them are the same in both paths.
 """
 from __future__ import annotations
@@ -37,7 +37,8 @@ def gathered(params: Sequence[nn.Parameter]) -> ContextManager:
 
 def build_sharded(cfg: RunConfig, ds_config: dict[str, Any],
                   prepare: Callable[[MMDiT, Gathered], None] | None = None) -> MMDiT:
-    """The seeded MMDiT as ZeRO-3 shards (call after `torch.manual_seed(cfg.train.seed)`).
+    """The seeded MMDiT as ZeRO-3 shards, in fp32 (call after `torch.manual_seed(cfg.train.seed)`;
+    then `cast_params` to the compute dtype).
 
     `prepare(model, gathered)` runs after initialisation (e.g. `train.init_from`), writing through
     `gathered` as `init_weights` does.
@@ -47,17 +48,19 @@ def build_sharded(cfg: RunConfig, ds_config: dict[str, Any],
     model.init_weights(gathered)
     if prepare is not None:
         prepare(model, gathered)
-    if cfg.parallel.precision == "bf16":
-        _cast_shards(model, torch.bfloat16)
     return model
 
 
-def _cast_shards(model: nn.Module, dtype: torch.dtype) -> None:
-    """Cast every parameter's shard (and its empty placeholder) to `dtype`.
+def cast_params(module: nn.Module, dtype: torch.dtype) -> None:
+    """Cast every parameter to `dtype`: a shard's data (and its empty placeholder), or a whole one's.
 
-    The engine skips its own cast for a model built under zero.Init, expecting zero.Init to have
-    made the parameters bf16 already; ours are fp32 (see the module docstring).
+    The engine skips its own cast for a model with zero.Init parameters, expecting zero.Init to have
+    made them bf16 already; ours are fp32 (see the module docstring). Parameters added after the
+    sharded build (REPA's projector) are still whole here; the engine shards them itself.
     """
-    for param in model.parameters():
-        param.ds_tensor.data = param.ds_tensor.data.to(dtype)
-        param.data = torch.empty(0, dtype=dtype, device=param.data.device)
+    for param in module.parameters():
+        if hasattr(param, "ds_tensor"):
+            param.ds_tensor.data = param.ds_tensor.data.to(dtype)
+            param.data = torch.empty(0, dtype=dtype, device=param.data.device)
+        else:
+            param.data = param.data.to(dtype)

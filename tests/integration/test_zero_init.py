@@ -45,21 +45,22 @@ def _rank(rank: int, port: int, overrides: tuple[str, ...], init_from: str, out:
     import deepspeed
 
     from mmdit_scale.train.ema import ShardedEMA
-    from mmdit_scale.train.engine import build_engine, full_fp32_params, param_shapes
+    from mmdit_scale.train.engine import build_engine, full_fp32_params, param_shapes, trained_model
     from mmdit_scale.train.init_from import load_initial_weights
 
     deepspeed.init_distributed(dist_backend="gloo")
     cfg = config(Path(out).parent, *overrides)
     prepare = (lambda model, gathered: load_initial_weights(model, init_from, gathered=gathered)) if init_from else None
-    engine = build_engine(cfg, WORLD, prepare=prepare)
+    engine = build_engine(cfg, WORLD, prepare=prepare, repa_dim=8)  # repa_dim: read only with train.repa on
     sharded = all(hasattr(p, "ds_id") and p.numel() == 0 for p in engine.module.parameters())
+    dtypes = {p.dtype for p in engine.module.parameters()}
     weights = {name: full.clone() for name, full in full_fp32_params(engine)}
     ema = ShardedEMA(0.9, 1, rank, WORLD, param_shapes(engine))
     ema.reset(full_fp32_params(engine))
     consolidated = ema.consolidated()
     if rank == 0:
-        torch.save({"weights": weights, "ema": consolidated, "sharded": sharded,
-                    "pos_embed": engine.module.x_embedder.pos_embed.clone()}, out)
+        torch.save({"weights": weights, "ema": consolidated, "sharded": sharded, "dtypes": dtypes,
+                    "pos_embed": trained_model(engine).x_embedder.pos_embed.clone()}, out)
     deepspeed.comm.destroy_process_group()
 
 
@@ -80,13 +81,15 @@ def assert_same(found: dict[str, torch.Tensor], expected: dict[str, torch.Tensor
     assert not different, different[:5]
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_zero3_weights_are_the_whole_seeded_build(tmp_path, precision):
-    overrides = ("parallel.zero_stage=3", f"parallel.precision={precision}")
+@pytest.mark.parametrize("precision, repa", [("fp32", "0"), ("bf16", "0"), ("bf16", "0.5")])
+def test_zero3_weights_are_the_whole_seeded_build(tmp_path, precision, repa):
+    """With REPA on, the projector joins after the sharded build and the MMDiT's weights are unchanged."""
+    overrides = ("parallel.zero_stage=3", f"parallel.precision={precision}", f"train.repa.weight={repa}")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     got = build_on_two_ranks(tmp_path, *overrides)
     assert got["sharded"], "the model was not built under zero.Init"
+    assert got["dtypes"] == {dtype}  # REPA's projector included
     reference = whole_build(config(tmp_path, *overrides))
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     expected = {k: v.to(dtype).float() for k, v in reference.state_dict().items()}
     assert_same(got["weights"], expected)
     assert_same(got["ema"], expected)  # the EMA starts at the initial weights

@@ -1,0 +1,112 @@
+"""REPA (`train.repa`): the block capture, the projector, the target grid and the alignment loss;
+the config's range checks; the refusal of shards without features."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from data_pipeline.manifest import REPA_ENCODER, EncoderInfo, Manifest
+from data_pipeline.loader.synthetic import SyntheticSpec, provenance_for
+from mmdit_scale.config import load_config
+from mmdit_scale.model import MMDiT, MMDiTConfig
+from mmdit_scale.model.config import Routing
+from mmdit_scale.model.repa import RepaTrainee, alignment_loss, projector_width, target_tokens
+from mmdit_scale.run.data_dims import check_repa
+
+CFG = MMDiTConfig(depth=4, hidden_size=64, num_heads=2, patch_size=2, in_channels=4, context_dim=32, pooled_dim=16,
+                  qk_norm=True, pos_embed_max_size=16, sample_size=8)
+TINY = ["model.in_channels=4", "model.context_dim=32", "model.pooled_dim=16", "data.resolution=64"]
+
+
+def inputs(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(3, 4, 8, 8, generator=g), torch.rand(3, generator=g), torch.randn(3, 7, 32, generator=g),
+            torch.randn(3, 16, generator=g))
+
+
+def randomised(seed: int = 1) -> MMDiT:
+    torch.manual_seed(seed)
+    model = MMDiT(CFG)
+    with torch.no_grad():  # adaLN-Zero would make every block the identity otherwise
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def test_capturing_a_block_leaves_the_velocity_bit_for_bit_and_returns_its_image_tokens() -> None:
+    model, args = randomised(), inputs()
+    velocity, tokens = model(*args, capture=1)
+    assert torch.equal(velocity, model(*args))
+    assert tokens.shape == (3, 16, 64)
+    keep = torch.arange(0, 16, 2).expand(3, 8)
+    routing = Routing(ratio=0.5, start_block=1, end_block=2)
+    _, routed = model(*args, keep=keep, routing=routing, capture=2)
+    assert routed.shape == (3, 8, 64)  # the kept tokens, before they rejoin
+
+
+def test_the_projector_and_the_blocks_up_to_block_learn_from_the_alignment_loss_alone() -> None:
+    trainee = RepaTrainee(randomised(), block=1, encoder_dim=24)
+    assert trainee.projector.fc1.out_features == projector_width(64) == 256  # 4 x a tiny width, not 2048
+    _, projected = trainee(*inputs())
+    alignment_loss(projected, torch.randn(3, 16, 24)).mean().backward()
+    learned = {n for n, p in trainee.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert {f"projector.fc{i}.weight" for i in (1, 2, 3)} <= learned
+    for block in (0, 1):
+        assert any(n.startswith(f"mmdit.blocks.{block}.x.") for n in learned), block
+    assert not any(n.startswith(("mmdit.blocks.2.", "mmdit.blocks.3.", "mmdit.final_layer")) for n in learned)
+
+
+def test_the_alignment_loss_falls_when_the_tiny_model_trains_on_it() -> None:
+    torch.manual_seed(0)
+    trainee = RepaTrainee(MMDiT(CFG), block=1, encoder_dim=24)
+    x, t, ctx, pooled = inputs()
+    # A target the image determines: a fixed random map of each token's latent patch.
+    patches = x.unfold(2, 2, 2).unfold(3, 2, 2).permute(0, 2, 3, 1, 4, 5).reshape(3, 16, 16)  # (B, N, C*p*p)
+    target = patches @ torch.randn(16, 24, generator=torch.Generator().manual_seed(3))
+    optimizer = torch.optim.AdamW(trainee.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(30):
+        _, projected = trainee(x, t, ctx, pooled)
+        loss = alignment_loss(projected, target).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_encoder_features_are_resized_to_the_token_grid_and_taken_at_the_kept_tokens() -> None:
+    features = torch.randn(2, 16, 5)  # a 4x4 encoder grid
+    assert torch.equal(target_tokens(features, 4, 4), features)
+    assert target_tokens(features, 8, 6).shape == (2, 48, 5)
+    const = torch.ones(2, 16, 5)
+    assert torch.allclose(target_tokens(const, 2, 2), torch.ones(2, 4, 5))  # downsampling averages
+    keep = torch.tensor([[0, 5], [3, 15]])
+    assert torch.equal(target_tokens(features, 4, 4, keep), torch.stack([features[0, [0, 5]], features[1, [3, 15]]]))
+    with pytest.raises(ValueError, match="square"):
+        target_tokens(torch.randn(2, 15, 5), 4, 4)
+    same = torch.randn(2, 3, 5)
+    assert torch.allclose(alignment_loss(same, 2 * same), torch.zeros(2), atol=1e-6)
+    assert torch.allclose(alignment_loss(same, -same), torch.full((2,), 2.0))
+
+
+def test_repa_config_is_off_by_default_and_its_block_must_lie_in_the_model() -> None:
+    cfg = load_config("recipes/tiny.yaml", TINY)
+    assert not cfg.train.repa.enabled and cfg.train.repa.weight == 0.0
+    on = load_config("recipes/tiny.yaml", TINY + ["train.repa={weight: 0.5}"])
+    assert on.train.repa.block_of(on.model.depth) == on.model.depth // 3
+    with pytest.raises(Exception, match=r"train\.repa\.block=2 .*0\.\.1"):
+        load_config("recipes/tiny.yaml", TINY + ["train.repa={weight: 0.5, block: 2}"])
+    with pytest.raises(Exception, match=r"train\.repa\.weight"):
+        load_config("recipes/tiny.yaml", TINY + ["train.repa.weight=-0.1"])
+
+
+def test_repa_on_shards_without_features_is_refused_naming_the_key() -> None:
+    provenance = provenance_for(SyntheticSpec())
+    cfg = load_config("recipes/tiny.yaml", TINY + ["train.repa={weight: 0.5, block: 0}"])
+    with pytest.raises(ValueError, match=r"train\.repa\.weight=0\.5 .*--repa-encoder"):
+        check_repa(cfg, [("plain", Manifest(provenance=provenance))])
+    provenance.encoders[REPA_ENCODER] = EncoderInfo(kind="vision", model_dir="/enc", weights_sha256="ab",
+                                                    dtype="fp32", dims={"hidden": 24, "grid": 4, "image_size": 32})
+    check_repa(cfg, [("with features", Manifest(provenance=provenance))])
+    check_repa(load_config("recipes/tiny.yaml", TINY), [("plain", Manifest(provenance=provenance_for(SyntheticSpec())))])
