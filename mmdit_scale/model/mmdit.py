@@ -27,6 +27,13 @@ def whole(params: Sequence[nn.Parameter]) -> ContextManager:
     return nullcontext()
 
 
+def _fill(param: torch.Tensor, init: Callable[[torch.Tensor], object]) -> None:
+    """`init` drawn into an fp32 CPU tensor of param's shape, then copied (and cast) into param."""
+    values = torch.empty(param.shape, dtype=torch.float32)
+    init(values)
+    param.copy_(values)
+
+
 class FinalLayer(nn.Module):
     """LayerNorm, adaLN (shift, scale) and a linear map to patch_size^2 * out_channels per token."""
 
@@ -87,7 +94,8 @@ class MMDiT(nn.Module):
         whose parameters are sharded across ranks (the default: they already are whole). Every write
         happens inside one, one module at a time, so a sharded model never exists whole on a rank.
         The random draws come in the same order either way (every Linear weight in module order, the
-        patchifier, then the embedders' normals): the seeded weights do not depend on sharding.
+        patchifier, then the embedders' normals), and always from the CPU generator in fp32: the
+        seeded weights depend neither on sharding nor on the device or dtype the parameters live in.
         """
         if self.context_embedder.weight.is_meta:
             return
@@ -95,21 +103,22 @@ class MMDiT(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 with gathered([module.weight, module.bias]):
-                    nn.init.xavier_uniform_(module.weight)  # drawn even when zeroed: keeps the stream's order
+                    _fill(module.weight, nn.init.xavier_uniform_)  # drawn even when zeroed: keeps the order
                     if id(module) in zero_init:
-                        nn.init.zeros_(module.weight)
-                    nn.init.zeros_(module.bias)
+                        module.weight.zero_()
+                    module.bias.zero_()
             elif isinstance(module, nn.RMSNorm):
                 with gathered([module.weight]):
-                    module.reset_parameters()
+                    module.weight.fill_(1.0)
         proj = self.x_embedder.proj
         with gathered([proj.weight, proj.bias]):
-            nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))  # as a Linear over the patch
-            nn.init.zeros_(proj.bias)
+            # As a Linear over the patch: the fans of the flattened (out, in * p * p) matrix.
+            _fill(proj.weight, lambda w: nn.init.xavier_uniform_(w.view(w.shape[0], -1)))
+            proj.bias.zero_()
         for embedder in (self.t_embedder, self.y_embedder):
             for layer in (embedder.fc1, embedder.fc2):
                 with gathered([layer.weight]):
-                    nn.init.normal_(layer.weight, std=0.02)
+                    _fill(layer.weight, lambda w: nn.init.normal_(w, std=0.02))
         self.x_embedder.reset_pos_embed()
 
     def _zero_init_layers(self) -> list[nn.Linear]:

@@ -24,7 +24,7 @@ from mmdit_scale.model.repa import RepaTrainee
 from mmdit_scale.run.layout import DS_CONFIG_FILE
 from mmdit_scale.train.ds_config import build_ds_config
 from mmdit_scale.train.schedule import make_scheduler
-from mmdit_scale.train.zero_init import build_sharded, cast_params
+from mmdit_scale.train.zero_init import build_sharded, cast_params, mapped_allocations
 
 
 def build_engine(cfg: RunConfig, world_size: int, run_dir: Path | None = None,
@@ -42,9 +42,25 @@ def build_engine(cfg: RunConfig, world_size: int, run_dir: Path | None = None,
     ds_config = build_ds_config(cfg, world_size, load_universal)
     if run_dir is not None and torch.distributed.get_rank() == 0:
         write_atomic(run_dir / DS_CONFIG_FILE, json.dumps(ds_config, indent=2) + "\n")
+    with mapped_allocations():  # the build's freed buffers go back to the system (train/zero_init.py)
+        sharded = cfg.parallel.zero_stage == 3 if sharded_build is None else sharded_build
+        trained = _build_module(cfg, ds_config, prepare, repa_dim, sharded)
+        engine, *_ = deepspeed.initialize(
+            model=trained,
+            model_parameters=trained.parameters(),
+            config=ds_config,
+            lr_scheduler=lambda optimizer: make_scheduler(optimizer, cfg.optim, cfg.train.steps),
+        )
+    if cfg.train.compile:
+        engine.compile()
+    return engine
+
+
+def _build_module(cfg: RunConfig, ds_config: dict, prepare: Callable[[MMDiT, Gathered], None] | None,
+                  repa_dim: int | None, sharded: bool) -> torch.nn.Module:
+    """The module DeepSpeed trains: the seeded MMDiT (in REPA's `RepaTrainee` with REPA on)."""
     # Same seed on every rank: identical initial weights whatever the stage and world size.
     torch.manual_seed(cfg.train.seed)
-    sharded = cfg.parallel.zero_stage == 3 if sharded_build is None else sharded_build
     if sharded:
         model = build_sharded(cfg, ds_config, prepare)
     else:
@@ -60,15 +76,7 @@ def build_engine(cfg: RunConfig, world_size: int, run_dir: Path | None = None,
         trained = RepaTrainee(model, cfg.train.repa.block_of(cfg.model.depth), repa_dim)
     if sharded:
         cast_params(trained, compute_dtype(cfg))
-    engine, *_ = deepspeed.initialize(
-        model=trained,
-        model_parameters=trained.parameters(),
-        config=ds_config,
-        lr_scheduler=lambda optimizer: make_scheduler(optimizer, cfg.optim, cfg.train.steps),
-    )
-    if cfg.train.compile:
-        engine.compile()
-    return engine
+    return trained
 
 
 def trained_model(engine: deepspeed.DeepSpeedEngine) -> MMDiT:
