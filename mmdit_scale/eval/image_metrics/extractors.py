@@ -150,3 +150,17 @@ class Clip:
 def _pooled(output):
     """transformers 5 returns a model output whose pooler_output is the projected embedding; 4.x a tensor."""
     return output if hasattr(output, "double") else output.pooler_output
+
+
+def resolve_config_paths(cfg):
+    """`cfg` (a RunConfig) with eval.metrics' paths made absolute, checked before any rank starts when
+    eval.image_every is on: MissingWeights naming the file to supply and the key to set."""
+    from dataclasses import replace
+
+    m = cfg.eval.metrics
+    absolute = {name: str(Path(value).expanduser().resolve()) if value else ""
+                for name, value in (("inception", m.inception), ("clip", m.clip), ("reference", m.reference))}
+    if cfg.eval.image_every:
+        check_paths(m.inception and absolute["inception"], m.clip and absolute["clip"],
+                    "eval.metrics.inception", "eval.metrics.clip")
+    return replace(cfg, eval=replace(cfg.eval, metrics=replace(m, **absolute)))
