@@ -3,6 +3,7 @@ random feature models saved to a temp dir and loaded back through the real loadi
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from mmdit_scale.eval.image_metrics.extractors import INCEPTION_FILE, Clip, Ince
 from mmdit_scale.eval.image_metrics.reference import Reference, ReferenceMismatch
 from mmdit_scale.eval.image_metrics.score import score_images
 
+REPO = Path(__file__).resolve().parents[2]
 PROMPTS = ["a red circle on the left", "a blue square on the right", "a green triangle at the top"]
 
 
@@ -131,3 +133,14 @@ def test_missing_weights_name_the_file_to_supply(models, tmp_path, capsys):
     assert "CLIP" in err and "config.json" in err and "--clip" in err
     with pytest.raises(MissingWeights, match="eval.metrics.inception"):
         Inception.load("", where="eval.metrics.inception")
+
+
+def test_a_run_with_image_metrics_needs_both_models_before_it_starts(models):
+    from mmdit_scale.config import load_config
+    from mmdit_scale.eval.image_metrics.extractors import resolve_config_paths
+
+    cfg = load_config(REPO / "recipes" / "tiny.yaml", ["eval.image_every=10", f"eval.metrics.clip={models[1]}"])
+    with pytest.raises(MissingWeights, match=f"{INCEPTION_FILE}.*eval.metrics.inception"):
+        resolve_config_paths(cfg)
+    off = load_config(REPO / "recipes" / "tiny.yaml", ["eval.metrics.inception=relative.pt"])  # off: nothing is checked
+    assert resolve_config_paths(off).eval.metrics.inception == str(Path("relative.pt").resolve())
