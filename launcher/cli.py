@@ -19,6 +19,7 @@ COMMANDS: tuple[str, ...] = (
     "prepare",
     "train",
     "sample",
+    "eval-images",
     "export",
     "config",
     "plan",

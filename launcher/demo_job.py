@@ -5,6 +5,7 @@ samples and scores again; a larger --steps continues training from the last chec
 1. data: training scenes (held-out combinations excluded) and a validation set, as image folders;
 2. prepare: shards with the demo encoders (seeded tiny CLIP-L/G + T5, lossless `pixel` autoencoder);
 3. train: recipes/demo.yaml on 2 CPU ranks with ZeRO-2, through `start_training`, as `mmdit-scale train`;
+   with image metrics (FID, CMMD, CLIP score) at the last step, from the demo's own tiny feature models;
 4. sample: the held-out prompts (and as many seen ones, for comparison) from the last checkpoint;
 5. score: the demo scorer's accuracy per attribute and all-correct, against the scorer's chance;
 6. WORKDIR/summary.json, and a summary on stdout.
@@ -15,7 +16,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from data_pipeline.atomic import write_atomic
@@ -113,20 +114,45 @@ def prepare_shards(opts: DemoOptions, images: tuple[Path, Path]) -> tuple[Path, 
     return outs[0], outs[1]
 
 
+def demo_metric_models(opts: DemoOptions) -> tuple[Path, Path]:
+    """The demo's own feature models for FID, CMMD and CLIP score (tiny, seeded, random: they need
+    no external weights and check the plumbing; their numbers are not comparable to published ones)."""
+    from data_pipeline.demo_data import demo_corpus
+    from mmdit_scale.eval.image_metrics.demo_models import build_metric_models
+
+    return build_metric_models(opts.workdir / "encoders", demo_corpus(), image_size=opts.size)
+
+
+def last_image_metrics(run_dir: Path) -> dict | None:
+    """The newest image-metrics record of metrics.jsonl, its `eval/` prefix dropped."""
+    from mmdit_scale.run.metrics_log import last_of_kind, metrics_path, read_records
+
+    record = last_of_kind(read_records(metrics_path(run_dir))[0], "images")
+    if record is None:
+        return None
+    return {"step": record["step"], "images": record["images"],
+            **{k[len("eval/"):]: v for k, v in record.items() if k.startswith("eval/")}}
+
+
 def train(opts: DemoOptions, shards: tuple[Path, Path]) -> Path:
     """Train through `start_training`, the function `mmdit-scale train` runs; returns the run dir."""
     from launcher.training import start_training
     from mmdit_scale.config import ConfigError, load_config
 
     run_dir = opts.workdir / "run"
-    overrides = [f"data.train={shards[0]}", f"data.val={shards[1]}"]
+    inception, clip = demo_metric_models(opts)
+    overrides = [f"data.train={shards[0]}", f"data.val={shards[1]}", f"eval.metrics.inception={inception}",
+                 f"eval.metrics.clip={clip}"]
     if opts.repa > 0:
         overrides.append(f"train.repa.weight={opts.repa}")
     if opts.steps is not None:
         overrides += [f"train.steps={opts.steps}", f"checkpoint.every={opts.steps}", f"eval.every={opts.steps}"]
     try:
         cfg = load_config(opts.recipe, [*overrides, *opts.overrides])
-    except ConfigError as err:
+        # Image metrics once, at the last step (beside its validation loss), unless an override asked otherwise.
+        if not cfg.eval.image_every:
+            cfg = replace(cfg, eval=replace(cfg.eval, image_every=cfg.train.steps))
+    except (ConfigError, ValueError) as err:
         raise DemoError(f"the demo recipe does not load: {err}") from None
     code = start_training(cfg, run_dir, opts.nproc)
     if code != 0:
@@ -181,6 +207,10 @@ def summarise(opts: DemoOptions, run_dir: Path, scored: dict, seconds: dict[str,
         "position": held["position"],
         "val_loss": val[1] if val else None,
         "val_step": val[0] if val else None,
+        "image_metrics": last_image_metrics(run_dir),
+        "image_metrics_note": "FID, CMMD and CLIP score from the demo's own tiny random feature models "
+                              "(docs/metrics.md): they track change within the demo, not image quality, and are "
+                              "not comparable to published numbers",
         "grid": held["grid"],
         "checkpoint": scored["checkpoint"],
         "tensorboard": str((run_dir / TENSORBOARD_DIR).resolve()),
@@ -208,6 +238,13 @@ def confusion_lines(matrices: dict) -> list[str]:
     return lines
 
 
+def _image_line(metrics: dict | None) -> str:
+    if metrics is None:
+        return "n/a"
+    scores = ", ".join(f"{name} {metrics[name]:.4g}" for name in ("fid", "cmmd", "clip_score") if name in metrics)
+    return f"{scores} (step {metrics['step']}, {metrics['images']} images; demo feature models, not comparable)"
+
+
 def report(summary: dict, path: Path) -> str:
     held, seen = summary["held_out"], summary["seen"]
     rows = [f"{'prompts':<10}{'n':>5}{'colour':>9}{'shape':>8}{'position':>10}{'all':>8}"]
@@ -225,6 +262,7 @@ def report(summary: dict, path: Path) -> str:
         f"held-out all-correct {summary['accuracy']:.3f} = {summary['accuracy'] / summary['chance']:.1f}x chance",
         f"targets          {targets}",
         f"validation loss  {val}",
+        f"image metrics    {_image_line(summary['image_metrics'])}",
         f"grid             {summary['grid']}",
         f"checkpoint       {summary['checkpoint']}",
         f"tensorboard      {summary['tensorboard']}",

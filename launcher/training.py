@@ -43,6 +43,7 @@ def start_training(cfg: RunConfig, run_dir: Path, nproc: int | None = None) -> i
     from launcher.local_launch import local_layout, slurm_layout
     from mmdit_scale.config import ConfigError
     from mmdit_scale.config.validate import require_train_data
+    from mmdit_scale.eval.image_metrics.extractors import MissingWeights, resolve_config_paths
     from mmdit_scale.run import lock as run_lock
     from mmdit_scale.run.data_dims import absolute_data, check_sources, fill_from_data
     from mmdit_scale.train.ds_config import grad_accumulation
@@ -53,7 +54,8 @@ def start_training(cfg: RunConfig, run_dir: Path, nproc: int | None = None) -> i
         require_train_data(cfg)
         cfg, filled = fill_from_data(absolute_data(cfg))
         check_sources(cfg)
-    except (ConfigError, ValueError) as err:
+        cfg = resolve_config_paths(cfg)
+    except (ConfigError, ValueError, MissingWeights) as err:
         return _fail(str(err))
     if filled:
         print(f"{PREFIX}: {filled}", flush=True)

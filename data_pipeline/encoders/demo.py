@@ -50,13 +50,22 @@ def _clip_vocab(corpus: list[str]) -> tuple[dict[str, int], list[tuple[str, str]
     return vocab, merges
 
 
-def _build_clip(out: Path, corpus: list[str], seed: int) -> None:
-    import torch
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer
+def clip_tokenizer(corpus: list[str]):
+    """A CLIPTokenizer whose vocabulary spells each corpus word as one token (also the demo's metric CLIP's)."""
+    from transformers import CLIPTokenizer
 
     vocab, merges = _clip_vocab(corpus)
     tokenizer = CLIPTokenizer(vocab=vocab, merges=merges)
     tokenizer.model_max_length = TEXT_TOKENS
+    return tokenizer
+
+
+def _build_clip(out: Path, corpus: list[str], seed: int) -> None:
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    tokenizer = clip_tokenizer(corpus)
+    vocab = tokenizer.get_vocab()
     tokenizer.save_pretrained(out)
     config = CLIPTextConfig(vocab_size=len(vocab), hidden_size=CLIP_HIDDEN, intermediate_size=2 * CLIP_HIDDEN,
                             num_hidden_layers=2, num_attention_heads=2, projection_dim=CLIP_PROJECTION,

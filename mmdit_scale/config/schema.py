@@ -286,6 +286,21 @@ class LoggingConfig:
 
 
 @dataclass
+class ImageMetricsConfig:
+    """The feature models and reference statistics of the image metrics (docs/metrics.md): local
+    paths only, nothing is downloaded."""
+
+    inception: str = ""
+    """FID's Inception-v3: a local copy of inception-2015-12-05.pt (TorchScript, NVlabs' FID network)."""
+    clip: str = ""
+    """CMMD's and CLIP score's CLIP: a directory saved by transformers (CLIPModel, tokenizer, processor)."""
+    reference: str = ""
+    """Reference statistics (.npz, `eval-images --save-reference` writes them too); empty:
+    RUN_DIR/image_reference.npz. Made from the eval.image_prompts samples of data.val when the file
+    does not exist, then reused; refused when made with other feature models."""
+
+
+@dataclass
 class EvalConfig:
     """Validation loss on data.val: fixed noise and evenly spaced timesteps, comparable across runs."""
 
@@ -300,10 +315,22 @@ class EvalConfig:
     pixels / data.resolution^2)). Off (the SD3 study's choice): the same unshifted t for every run,
     so runs of different shifts stay comparable."""
     seed: int = 0
-    """Seed of the fixed validation noise."""
+    """Seed of the fixed validation noise (and of the image metrics' noise)."""
+    image_every: int = 0
+    """Optimizer steps between image metrics (FID, CMMD, CLIP score) of images generated from the
+    eval.image_prompts held-out prompts, spread over the ranks, and at the last step; 0: none. A multiple of
+    eval.every puts them on validation steps, where `scaling-report` pairs them with the loss."""
+    image_prompts: int = 64
+    """Held-out samples of data.val (the first in its order, whatever the world size): their text
+    conditions the generated images, their images make the reference statistics."""
+    metrics: ImageMetricsConfig = field(default_factory=ImageMetricsConfig)
+    """Where the image metrics' feature models and reference statistics are."""
 
     def __post_init__(self) -> None:
         _require(self.every >= 0, f"eval.every must be >= 0, got {self.every}")
+        _require(self.image_every >= 0, f"eval.image_every must be >= 0, got {self.image_every}")
+        _require(self.image_prompts >= 2, f"eval.image_prompts must be >= 2 (FID needs a covariance), "
+                 f"got {self.image_prompts}")
         _require(self.val_batches > 0, f"eval.val_batches must be > 0, got {self.val_batches}")
         _require(self.timesteps > 0, f"eval.timesteps must be > 0, got {self.timesteps}")
 

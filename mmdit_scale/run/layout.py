@@ -6,6 +6,7 @@
       metrics.jsonl            one JSON record per log line (train and val), appended by rank 0
       tensorboard/             the same numbers, the loss per t bin and sample grids, for TensorBoard
       samples/step_N.png/.txt  sample grids during training, and their captions
+      image_reference.npz      the image metrics' reference statistics (eval.image_every), made once
       checkpoints/             see `mmdit_scale.run.checkpoints` (or `checkpoint.dir`)
       slurm/                   `mmdit-scale submit`'s records (launcher/slurm/records.py)
 
@@ -27,6 +28,8 @@ METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 SAMPLES_DIR = "samples"
 SUMMARY_FILE = "summary.json"
+IMAGE_REFERENCE_FILE = "image_reference.npz"
+"""The image metrics' reference statistics when eval.metrics.reference is empty (docs/metrics.md)."""
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"

@@ -34,6 +34,9 @@ def val_loader(cfg: RunConfig, rank: int, world_size: int, reference) -> ShardLo
     if not cfg.data.val:
         if cfg.logging.sample_every:
             raise ValueError("logging.sample_every needs held-out shards in data.val to take the grid's text from")
+        if cfg.eval.image_every:
+            raise ValueError("eval.image_every needs held-out shards in data.val: their text conditions the "
+                             "generated images and their images make the reference statistics")
         return None
     return ShardLoader(cfg.data.val, _loader_config(cfg, True), rank=rank, world_size=world_size,
                        validation=True, model=cfg.model, reference=reference)

@@ -2,7 +2,7 @@
 
 Order of events after optimizer step N (identical on every rank, so collectives line up):
 EMA update (if due) -> metrics -> preemption check (all-reduce) -> log line (if due) ->
-non-finite stop (if K in a row) -> validation (if due) -> sample grid (if due) -> checkpoint
+non-finite stop (if K in a row) -> validation (if due) -> image metrics (if due) -> sample grid (if due) -> checkpoint
 (if due, at the last step, or when preempted; never while a non-finite streak is running) ->
 exit if preempted.
 Nothing in this order draws from a running RNG, which is what makes resume bit-exact.
@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from mmdit_scale.config import RunConfig
+from mmdit_scale.eval.image_metrics.reference import ReferenceMismatch
 from mmdit_scale.plan.peaks import peak_flops
 from mmdit_scale.plan.tokens import TokenLayout
 from mmdit_scale.run import checkpoints, exit_codes, integrity, layout
@@ -29,7 +30,8 @@ from mmdit_scale.train.engine import build_engine, compute_dtype, full_fp32_para
 from mmdit_scale.train.init_from import load_initial_weights
 from mmdit_scale.train.metrics import Metrics
 from mmdit_scale.train.preemption import Preemption
-from mmdit_scale.train.sample_grids import GridSampler
+from mmdit_scale.train.image_eval import ImageEvaluator
+from mmdit_scale.train.sample_grids import GridSampler, null_condition
 from mmdit_scale.train.schedule import lr_factor
 from mmdit_scale.train.step import TrainStep
 from mmdit_scale.train.heldout import Validator
@@ -85,12 +87,23 @@ class Trainer:
             validation, cfg.flow.formulation, cfg.eval.val_batches, cfg.eval.timesteps, cfg.eval.seed,
             compute_dtype(cfg), device, self.step_fn.shift if cfg.eval.shifted else None)
         self.grids = None if not cfg.logging.sample_every else self._grid_sampler(validation)
+        self.images = None if not cfg.eval.image_every else self._image_evaluator()
         self.peak = peak_flops(device_name, cfg.parallel.precision, cfg.logging.peak_tflops)
 
     def _grid_sampler(self, validation) -> GridSampler:
         return GridSampler(validation, self.loader.manifest.provenance, self.step_fn.formulation,
                            self.step_fn.shift, self.cfg.eval.seed, compute_dtype(self.cfg), self.device,
                            self.run_dir, null_text_path(self.cfg))
+
+    def _image_evaluator(self) -> ImageEvaluator:
+        """Every rank reads the same prompt set: a one-rank pass over data.val."""
+        try:
+            loader = val_loader(self.cfg, 0, 1, reference=self.loader.manifest)
+            return ImageEvaluator(self.cfg, loader, self.loader.manifest.provenance, self.step_fn.formulation,
+                                  self.step_fn.shift, compute_dtype(self.cfg), self.device, self.run_dir,
+                                  null_condition(null_text_path(self.cfg), loader))
+        except (OSError, ValueError) as err:  # missing feature models, a mismatched reference, too few samples
+            raise SetupError(str(err)) from None
 
     def _needs_universal(self) -> bool:
         """Whether the checkpoint to resume from has another world size; if so, convert it (once)."""
@@ -263,6 +276,8 @@ class Trainer:
                         f"The last good one stays `latest` in {self.root}")
                 if self.validator is not None and (step % cfg.eval.every == 0 or step == total):
                     self._validate(step, metrics)
+                if self.images is not None and (step % cfg.eval.image_every == 0 or step == total):
+                    metrics.log_images(*self.images.run(self.step_fn.model, step))
                 if self.grids is not None and step % cfg.logging.sample_every == 0:
                     metrics.log_grid(step, self.grids.run(self.step_fn.model, step))
                 # During a streak of skipped updates a periodic checkpoint waits for a good step, but the

@@ -10,6 +10,7 @@ log interval turns them into global numbers (no host sync per step). Logged ever
 - skipped steps so far (non-finite guard);
 - `eta_s`: the steps left times the interval's seconds per step, so that logs without the bar (a
   SLURM job's .out file) say how long the run has left.
+Image metrics (`image_eval`) are logged as their own `images` records when due.
 Every console line goes through `Metrics.console`, which moves the bar out of the way.
 """
 from __future__ import annotations
@@ -120,6 +121,15 @@ class Metrics:
     def log_val(self, step: int, mean: float, per_t: dict[str, float]) -> None:
         self._write(step, {"kind": "val", "step": step, "time": time.time(), "val_loss": mean, "val_loss_t": per_t})
 
+    def log_images(self, record: dict[str, Any] | None, grid) -> None:
+        """Rank 0's image metrics (`image_eval`): a metrics.jsonl record of `eval/<name>` keys, which
+        scaling-report pairs with the validation loss of the same step, and the generated images' grid."""
+        if record is None:
+            return
+        self._write(record["step"], record)
+        if self.writer is not None and grid is not None:
+            self.writer.add_image("eval/images", grid, record["step"], dataformats="HWC")
+
     def log_grid(self, step: int, grid) -> None:
         """Rank 0's sample grid, (H, W, 3) uint8, as a TensorBoard image."""
         if self.writer is not None and grid is not None:
@@ -156,6 +166,9 @@ class Metrics:
 
 
 def _scalars(record: dict[str, Any]):
+    if record["kind"] == "images":
+        yield from ((key, value) for key, value in record.items() if key.startswith("eval/"))
+        return
     if record["kind"] == "val":
         yield "val/loss", record["val_loss"]
         for t, v in record["val_loss_t"].items():
@@ -174,6 +187,10 @@ def _scalars(record: dict[str, Any]):
 
 
 def _line(record: dict[str, Any]) -> str:
+    if record["kind"] == "images":
+        scores = " | ".join(f"{key[len('eval/'):]} {value:.4g}" for key, value in record.items()
+                            if key.startswith("eval/"))
+        return f"step {record['step']} | {scores} ({record['images']} images, {record['seconds']:.0f} s)"
     if record["kind"] == "val":
         return f"step {record['step']} | val loss {record['val_loss']:.5f}"
     parts = [f"step {record['step']}"]

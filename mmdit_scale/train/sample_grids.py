@@ -28,12 +28,14 @@ from mmdit_scale.flow.formulation import Formulation
 from mmdit_scale.run.layout import SAMPLES_DIR, checkpoint_name
 from mmdit_scale.train.heldout import sample_noise
 
+NullCondition = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
 GRID_SIZE = 8
 """Images per grid (two rows), or fewer when a rank's part of data.val is smaller."""
 
 
-def _first_samples(loader: ShardLoader, n: int) -> dict:
-    """Up to n held-out samples of the first batch's latent shape (a grid is one bucket)."""
+def first_samples(loader: ShardLoader, n: int) -> dict:
+    """Up to n held-out samples of the first batch's latent shape (a grid is one bucket), in the loader's order."""
     parts: list[dict] = []
     for batch in loader:
         if parts and batch["latent"].shape[1:] != parts[0]["latent"].shape[1:]:
@@ -46,11 +48,25 @@ def _first_samples(loader: ShardLoader, n: int) -> dict:
     return merged
 
 
-def _null_condition(path: str, loader: ShardLoader) -> tuple[torch.Tensor, torch.Tensor]:
-    """(context (T, D), pooled (P,)) of the encoded empty string, assembled as the loader assembles text."""
+def null_condition(null_text: str | None, loader: ShardLoader) -> NullCondition:
+    """The null condition of guidance for a batch's (context (B, T, D), pooled (B, P)): all-zero text,
+    or with `null_text` (the NULL_TEXT_FILE, data.null_text=empty) the encoded empty string,
+    assembled as the loader assembles text."""
+    if null_text is None:
+        return lambda context, pooled: (torch.zeros_like(context), torch.zeros_like(pooled))
     from safetensors.torch import load_file
 
-    return assemble_text(load_file(path), "orig", loader.layout)
+    ctx, pool = assemble_text(load_file(null_text), "orig", loader.layout)  # (T, D), (P,)
+    return lambda context, pooled: (ctx.expand(len(context), *ctx.shape).to(context),
+                                    pool.expand(len(pooled), *pool.shape).to(pooled))
+
+
+def run_autoencoder(provenance: Provenance, device: torch.device):
+    """The autoencoder that encoded the run's shards (from their provenance), in fp32, to decode samples."""
+    info = provenance.encoders[AUTOENCODER]
+    spec = (AutoencoderSpec(kind="pixel", factor=int(info.dims["factor"])) if info.kind == "pixel"
+            else AutoencoderSpec(kind=info.kind, path=info.model_dir))
+    return load_autoencoder(spec, device, torch.float32)
 
 
 class GridSampler:
@@ -59,7 +75,7 @@ class GridSampler:
                  run_dir: Path, null_text: str | None = None):
         """`shift_for(h, w)`: the timestep shift of a latent of h x w (the training rule);
         `null_text`: the NULL_TEXT_FILE that is "no prompt" (data.null_text=empty), else zeros."""
-        batch = _first_samples(loader, GRID_SIZE)
+        batch = first_samples(loader, GRID_SIZE)
         self.context = batch["context"].to(device, dtype)  # (n, T, Dc)
         self.pooled = batch["pooled"].to(device, dtype)  # (n, Dp)
         self.captions = batch["caption"]
@@ -70,16 +86,11 @@ class GridSampler:
         self.out_dir = run_dir / SAMPLES_DIR
         self.provenance = provenance
         self.autoencoder = None
-        self.null_context, self.null_pooled = (
-            (torch.zeros_like(self.context), torch.zeros_like(self.pooled)) if null_text is None else
-            [t.expand(len(self.captions), *t.shape).to(device, dtype) for t in _null_condition(null_text, loader)])
+        self.null_context, self.null_pooled = null_condition(null_text, loader)(self.context, self.pooled)
 
     def _decoder(self):
         if self.autoencoder is None:
-            info = self.provenance.encoders[AUTOENCODER]
-            spec = (AutoencoderSpec(kind="pixel", factor=int(info.dims["factor"])) if info.kind == "pixel"
-                    else AutoencoderSpec(kind=info.kind, path=info.model_dir))
-            self.autoencoder = load_autoencoder(spec, self.device, torch.float32)
+            self.autoencoder = run_autoencoder(self.provenance, self.device)
         return self.autoencoder
 
     @torch.no_grad()

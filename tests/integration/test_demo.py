@@ -47,6 +47,13 @@ def test_short_demo_writes_summary_grid_and_checkpoint(tmp_path):
     assert summary["seen"]["n"] == len(HELD_OUT) and not set(summary["seen"]["prompts"]) & set(held["prompts"])
     assert all(0.0 <= held[a] <= 1.0 for a in ("colour", "shape", "position", "all"))
     assert isinstance(summary["val_loss"], float) and 0 < summary["val_loss"] < 10 and summary["val_step"] == 3
+    # Image metrics from the demo's own feature models, at the last step, in metrics.jsonl and on stdout.
+    images = summary["image_metrics"]
+    assert images["step"] == 3 and images["images"] == 64, images
+    assert images["fid"] > 0 and images["cmmd"] > 0 and 0 <= images["clip_score"] <= 100
+    logged = [json.loads(line) for line in (workdir / "run" / layout.METRICS_FILE).read_text().splitlines()]
+    assert [r["eval/fid"] for r in logged if r["kind"] == "images"] == [images["fid"]]
+    assert "image metrics    fid" in result.stdout
 
     ckpt = Path(summary["checkpoint"])
     assert ckpt.is_absolute() and ckpt.name == "step_0000003"

@@ -205,13 +205,23 @@ def test_preemption_checkpoints_and_the_run_resumes_on_another_world_size(shards
     assert losses[12] < 0.95 * losses[0], losses
 
 
+@pytest.fixture(scope="module")
+def metric_models(tmp_path_factory) -> tuple[Path, Path]:
+    from mmdit_scale.eval.image_metrics.demo_models import build_metric_models
+
+    return build_metric_models(tmp_path_factory.mktemp("metric-models"), ["a caption of a sample"], image_size=16)
+
+
 @pytest.mark.parametrize("stage,precision,nan_steps", [(2, "bf16", "3"), (3, "fp32", "")])
-def test_two_ranks_lower_the_loss(shards, tmp_path, stage, precision, nan_steps):
+def test_two_ranks_lower_the_loss(shards, tmp_path, stage, precision, nan_steps, metric_models):
     """ZeRO-2 bf16 and ZeRO-3 fp32 (ZeRO-2 fp32 and ZeRO-3 bf16 are the runs above). The ZeRO-2 run
-    also gets a NaN loss on rank 0 at step 3: that update is skipped and counted, training goes on."""
+    also gets a NaN loss on rank 0 at step 3: that update is skipped and counted, training goes on.
+    Both log image metrics (tiny random feature models) at steps 5 and 10, 10 prompts over 2 ranks."""
     run = tmp_path / f"z{stage}{precision}"
     rc = finish(start(run, shards, "train.steps=10", f"parallel.zero_stage={stage}",
                       f"parallel.precision={precision}", "checkpoint.every=100", "logging.sample_every=5",
+                      "eval.image_every=5", "eval.image_prompts=10", f"eval.metrics.inception={metric_models[0]}",
+                      f"eval.metrics.clip={metric_models[1]}",
                       env={"MMDIT_TEST_NAN_STEPS": nan_steps}), run)
     assert rc == 0, log_of(run)
     losses = val_losses(run)
@@ -227,6 +237,14 @@ def test_two_ranks_lower_the_loss(shards, tmp_path, stage, precision, nan_steps)
         grid = Image.open(run / "samples" / f"step_{step:07d}.png")
         assert grid.size == (4 * 96 + 5 * 2, 2 * 96 + 3 * 2)
         assert len((run / "samples" / f"step_{step:07d}.txt").read_text().splitlines()) == 8
+    images = records(run, "images")
+    assert [r["step"] for r in images] == [5, 10] and all(r["images"] == 10 for r in images)
+    assert all(r["eval/fid"] > 0 and r["eval/cmmd"] > 0 and 0 <= r["eval/clip_score"] <= 100 for r in images)
+    assert (run / "image_reference.npz").is_file()
+    # scaling-report reads them as eval metrics of the validation point at step 10 (eval.every=4 and the last step).
+    from mmdit_scale.eval.scaling import read_run
+
+    assert set(read_run(run).at_step(10).evals) == {"fid", "cmmd", "clip_score"}
 
 
 def test_nonfinite_steps_in_a_row_stop_the_run(shards, tmp_path):
