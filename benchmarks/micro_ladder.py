@@ -12,6 +12,9 @@ A miniature of the SD3 scaling study (docs/scaling.md) on the embedded demo data
    (hidden 32 d, heads of 32), every rung on the same samples in the same order, validation
    every `samples / evals` samples, so each run is a loss-against-compute curve;
 4. `mmdit-scale scaling-report` over the run dirs into --out (default WORKDIR/report).
+With `--image-metrics` every validation also generates images from a fixed prompt set and logs FID,
+CMMD and CLIP score, computed with the demo's own seeded feature models (docs/metrics.md), so the
+report correlates validation loss with image metrics (the paper's loss-against-GenEval figure).
 Each stage is reused when the script runs again with the same WORKDIR (a finished run is one whose
 metrics.jsonl has a validation loss at its last step; a run dir trained with another config is an
 error, not a resume). Prints a table, then one JSON line.
@@ -50,14 +53,29 @@ def cli(*argv: str) -> list[str]:
     return [sys.executable, "-m", "launcher.cli", *argv]
 
 
+def image_metric_overrides(work: Path, args: argparse.Namespace) -> list[str]:
+    """Image metrics at every validation, with the demo's feature models (built once in WORKDIR)."""
+    if not args.image_metrics:
+        return []
+    from data_pipeline.demo_data import demo_corpus
+    from mmdit_scale.eval.image_metrics.demo_models import build_metric_models
+
+    inception, clip = build_metric_models(work / "encoders", demo_corpus(), image_size=RESOLUTION)
+    steps = args.samples // args.global_batch
+    return [f"eval.image_every={steps // args.evals}", f"eval.image_prompts={args.image_metrics}",
+            f"eval.metrics.inception={inception}", f"eval.metrics.clip={clip}"]
+
+
 def check_rungs(args: argparse.Namespace, shards: Path) -> list[dict]:
     """Resolve every rung's config before anything runs (a bad override fails here, not after an hour)."""
     from mmdit_scale.config import load_config
     from mmdit_scale.plan.params import count_parameters
 
     rungs = []
+    images = image_metric_overrides(shards.parent, args)
     for depth in sorted(set(args.depths)):
-        overrides = [f"data.train={shards / 'train'}", f"data.val={shards / 'val'}", *rung_overrides(depth, args)]
+        overrides = [f"data.train={shards / 'train'}", f"data.val={shards / 'val'}", *rung_overrides(depth, args),
+                     *images]
         cfg = load_config(RECIPE, overrides)
         rungs.append({"depth": depth, "width": cfg.model.hidden_size, "heads": cfg.model.num_heads,
                       "params": count_parameters(cfg.model).total, "steps": cfg.train.steps,
@@ -178,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-images", type=int, default=2048)
     parser.add_argument("--val-images", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0, help="demo image seed (validation: seed + 1)")
+    parser.add_argument("--image-metrics", type=int, default=0, metavar="N",
+                        help="generate N images at every validation and log FID, CMMD and CLIP score with the "
+                             "demo's feature models (default: 0, off)")
     parser.add_argument("--dry-run", action="store_true", help="resolve the rungs, print them as JSON, train nothing")
     parser.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="extra overrides for every rung")
     args = parser.parse_args(argv)

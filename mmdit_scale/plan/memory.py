@@ -145,6 +145,21 @@ def activation_bytes(cfg: MMDiTConfig, tokens: Tokens, micro_batch: int, precisi
 EMA_BYTES = 4
 """The EMA is kept in fp32 (`ShardedEMA`)."""
 
+BUILD_BYTES = 4
+"""Models are built and initialised in fp32 (then cast to the compute dtype)."""
+
+
+def build_host_bytes(params: int, largest_layer: int, ranks: int, stage: int) -> float:
+    """Host memory per rank while the model is built, before DeepSpeed's optimizer exists.
+
+    ZeRO-3 builds it sharded (train/zero_init.py): the rank's fp32 shard plus one module gathered
+    whole at a time. Other stages build the whole fp32 model on every rank. On 2 CPU ranks a 293M
+    model measured 0.556 of its fp32 bytes against this 0.521 (benchmarks/build_memory.py).
+    """
+    if stage >= 3:
+        return BUILD_BYTES * (params / ranks + largest_layer)
+    return float(BUILD_BYTES * params)
+
 
 def memory_per_gpu(params: int, largest_layer: int, cfg: MMDiTConfig, tokens: Tokens, micro_batch: int,
                    gpus: int, stage: int, precision: str, checkpoint_every: int, ema: bool = False) -> Memory:

@@ -63,6 +63,9 @@ def to_text(plan: Plan, title: str) -> str:
         lines.append(f"ZeRO-{stage}{mark:<16}{g['weights']:8.2f}{g['gradients']:7.2f}{g['optimizer']:11.2f}"
                      f"{g['ema']:7.2f}{g['activations']:13.2f}{g['buffers']:9.2f}{g['total']:8.2f}  "
                      f"{'yes' if plan.fits_by_stage[stage] else 'no'}")
+    lines.append(f"host memory per rank to build the model: {plan.build_host_bytes / GIB:.2f} GiB "
+                 + ("(ZeRO-3 builds it sharded: its fp32 shard plus one module at a time)" if par.zero_stage >= 3
+                    else "(the whole model in fp32; ZeRO-3 would build it sharded)"))
     lines += ["", f"activation checkpointing   blocks  activations GiB  recomputed per sample "
                   f"(micro-batch {cfg.train.micro_batch}, {plan.largest.total} tokens)"]
     for every, policy in plan.checkpointing.items():

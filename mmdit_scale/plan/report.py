@@ -14,8 +14,8 @@ from mmdit_scale.config import RunConfig
 from mmdit_scale.model.config import checkpointed_blocks
 from mmdit_scale.plan.dataset import SampleBytes, sample_bytes
 from mmdit_scale.plan.flops import Flops, recompute_flops, training_flops
-from mmdit_scale.plan.memory import (GIB, USABLE_FRACTION, ZERO_STAGES, Memory, activation_bytes, checkpointing_label,
-                                     fits, memory_per_gpu, more_checkpointing)
+from mmdit_scale.plan.memory import (GIB, USABLE_FRACTION, ZERO_STAGES, Memory, activation_bytes, build_host_bytes,
+                                     checkpointing_label, fits, memory_per_gpu, more_checkpointing)
 from mmdit_scale.plan.params import ParamCount, count_parameters
 from mmdit_scale.plan.suggest import Suggestion, suggestions
 from mmdit_scale.plan.peaks import PEAK_TFLOPS, PLAN_GPU
@@ -94,6 +94,12 @@ class Plan:
     @property
     def recipe_checkpointing(self) -> Checkpointing:
         return self.checkpointing[self.cfg.parallel.activation_checkpointing]
+
+    @property
+    def build_host_bytes(self) -> float:
+        """Host memory per rank while the recipe's ZeRO stage builds the model (plan.memory.build_host_bytes)."""
+        return build_host_bytes(self.params.total, self.params.largest_layer, self.hardware.gpus,
+                                self.cfg.parallel.zero_stage)
 
     @property
     def peak_tflops(self) -> float:
@@ -187,6 +193,7 @@ def to_json(plan: Plan) -> dict[str, Any]:
         "activations_gb": {"stored": plan.checkpointing[0].activations / GIB,
                            "checkpointed": plan.checkpointing[1].activations / GIB,
                            "recipe": plan.recipe_checkpointing.activations / GIB},
+        "build_host_memory_per_rank_gb": plan.build_host_bytes / GIB,
         "fits_by_stage": {_zero(s): ok for s, ok in plan.fits_by_stage.items()},
         "fits": plan.fits,
         "suggestions": [{"change": s.change, "overrides": list(s.overrides), "zero_stage": s.zero_stage,

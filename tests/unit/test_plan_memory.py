@@ -150,3 +150,12 @@ def test_the_sharded_ema_is_on_the_bill_of_every_stage():
         assert memory.ema == 4 * with_ema.params.total / 8 and without.memory[stage].ema == 0
         assert memory.total - without.memory[stage].total == pytest.approx(memory.ema)
         assert memory.gib()["ema"] == pytest.approx(memory.ema / 2**30)
+
+
+def test_build_host_memory_is_a_shard_under_zero3_and_the_whole_fp32_model_otherwise():
+    from mmdit_scale.plan.memory import build_host_bytes
+
+    params, largest = 8_000_000, 100_000
+    assert build_host_bytes(params, largest, ranks=8, stage=2) == 4 * params
+    assert build_host_bytes(params, largest, ranks=8, stage=3) == 4 * (params / 8 + largest)
+    assert build_host_bytes(params, largest, ranks=1, stage=3) > build_host_bytes(params, largest, ranks=1, stage=2)
