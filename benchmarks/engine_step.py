@@ -3,6 +3,7 @@
     python benchmarks/engine_step.py                              # GPU: d24 at 256 and 1024 px, ZeRO-2 and ZeRO-3, bf16
     python benchmarks/engine_step.py --cases d24-256 --stages 2 --steps 20
     python benchmarks/engine_step.py --device cpu --smoke         # a tiny case on CPU (what the test runs)
+    python benchmarks/engine_step.py --cases d24-256 --stages 2 --steps 5 --profile 3 --profile-dir prof
 
 Unlike benchmarks/gpu_step.py (plain torch), this is exactly what `mmdit-scale train` runs on one
 rank: the engine from `train.engine.build_engine` (the generated DeepSpeed config: ZeRO stage,
@@ -16,6 +17,12 @@ over the card's data-sheet peak (`mmdit_scale.plan.peaks`), and over a large mat
 same run (`mfu_vs_matmul`: the attainable ceiling). `peak_memory_gb` is torch.cuda.max_memory_allocated
 (null on CPU); `plan_memory_gb` is what `plan` predicts for the same config on one GPU. Prints a
 table and one JSON line. Installs nothing.
+
+`--profile N` adds a pass of N more steps under torch.profiler after the timed ones (the timed
+figures are unchanged): the top kernels by self device time go to stdout and to
+`--profile-dir`/CASE-zSTAGE.kernels.txt, a Chrome trace beside them, and the SDPA backend the
+model's attention ran on (flash, efficient, cudnn or math) into the row's `sdpa_backend`
+(null on CPU or without --profile).
 """
 from __future__ import annotations
 
@@ -24,12 +31,14 @@ import json
 import os
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from benchmarks.kernel_profile import profile_steps  # noqa: E402
+from benchmarks.timing import matmul_flops_per_s, timed  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -63,36 +72,6 @@ def write_shards(root: Path, case: Case, samples: int) -> Path:
     return out
 
 
-def matmul_flops_per_s(device, dtype) -> float:
-    """FLOP/s of a large matmul on this device in `dtype`: the attainable ceiling."""
-    import torch
-
-    n = 8192 if device.type == "cuda" else 1024
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    seconds = _timed(lambda: a @ b, device, 10)
-    return 2 * n**3 * 10 / seconds
-
-
-def _timed(fn, device, iters: int) -> float:
-    import torch
-
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        start.record()
-        for _ in range(iters):
-            fn()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / 1000
-    begin = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    return time.perf_counter() - begin
-
-
 def run_case(case: Case, stage: int, precision: str, data: Path, args, device, device_name: str,
              matmul: float) -> dict:
     import torch
@@ -110,7 +89,7 @@ def run_case(case: Case, stage: int, precision: str, data: Path, args, device, d
     cfg = load_config(REPO / case.recipe, [
         *case.overrides, f"data.train={data}", f"parallel.zero_stage={stage}", f"parallel.precision={precision}",
         f"train.micro_batch={case.micro_batch}", f"train.global_batch={case.micro_batch}", "data.num_workers=0",
-        f"train.steps={args.warmup + args.steps}", f"train.ema_every={args.ema_every}", "optim.warmup_steps=1"])
+        f"train.steps={args.warmup + args.steps + args.profile}", f"train.ema_every={args.ema_every}", "optim.warmup_steps=1"])
     cfg, _ = fill_from_data(cfg)
     plan = make_plan(cfg, Hardware(gpus=1))
     engine = build_engine(cfg, world_size=1)
@@ -131,8 +110,8 @@ def run_case(case: Case, stage: int, precision: str, data: Path, args, device, d
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     results.clear()
-    counter = iter(range(args.warmup + 1, args.warmup + args.steps + 1))
-    seconds = _timed(lambda: one(next(counter)), device, args.steps)
+    counter = iter(range(args.warmup + 1, args.warmup + args.steps + args.profile + 1))  # the profile pass goes on
+    seconds = timed(lambda: one(next(counter)), device, args.steps)
     applied = all(r.applied for r in results)
     samples = sum(r.samples for r in results)
     flops = sum(r.flops for r in results)
@@ -146,7 +125,12 @@ def run_case(case: Case, stage: int, precision: str, data: Path, args, device, d
         "mfu": mfu(flops, seconds, 1, peak), "mfu_vs_matmul": flops / seconds / matmul,
         "peak_memory_gb": torch.cuda.max_memory_allocated(device) / GIB if device.type == "cuda" else None,
         "plan_memory_gb": plan.memory[stage].total / GIB,
+        "sdpa_backend": None, "profile": None,
     }
+    if args.profile:
+        out["profile"] = profile_steps(lambda: one(next(counter)), args.profile, device, args.profile_dir,
+                                       f"{case.name}-z{stage}", out["step_ms"])
+        out["sdpa_backend"] = out["profile"]["sdpa_backend"]
     return out
 
 
@@ -160,6 +144,10 @@ def main() -> None:
     ap.add_argument("--ema-every", type=int, default=2, help="train.ema_every (so EMA runs in the timed steps)")
     ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     ap.add_argument("--smoke", action="store_true", help="the tiny case only, few steps (CPU test)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="profile N steps after the timed ones (top kernels, Chrome trace, SDPA backend)")
+    ap.add_argument("--profile-dir", type=Path, default=Path("engine-profile"),
+                    help="where --profile writes CASE-zSTAGE.kernels.txt and .trace.json.gz")
     ap.add_argument("--data", type=Path, default=None, help="where to write the synthetic shards (default: a temp dir)")
     args = ap.parse_args()
     if args.smoke:
@@ -185,7 +173,7 @@ def main() -> None:
     rows = []
     for name in args.cases.split(","):
         case = CASES[name]
-        data = write_shards(root, case, samples=case.micro_batch * (args.warmup + args.steps + 1))
+        data = write_shards(root, case, samples=case.micro_batch * (args.warmup + args.steps + args.profile + 1))
         for stage in (int(s) for s in args.stages.split(",")):
             rows.append(run_case(case, stage, precision, data, args, device, device_name, matmul))
     print(f"{device_name}: matmul {matmul / 1e12:.1f} TFLOP/s ({precision})")

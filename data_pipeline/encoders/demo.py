@@ -75,10 +75,10 @@ def _build_clip(out: Path, corpus: list[str], seed: int) -> None:
     CLIPTextModelWithProjection(config).save_pretrained(out)
 
 
-def _build_t5(out: Path, corpus: list[str], seed: int) -> None:
+def t5_tokenizer(corpus: list[str], out: Path):
+    """A T5 tokenizer (sentencepiece unigram fitted to `corpus`, pad 0, eos 1, unk 2), saved in `out`."""
     import sentencepiece as spm
-    import torch
-    from transformers import T5Config, T5EncoderModel, T5Tokenizer
+    from transformers import T5Tokenizer
 
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
@@ -89,6 +89,14 @@ def _build_t5(out: Path, corpus: list[str], seed: int) -> None:
     tokenizer = T5Tokenizer.from_pretrained(str(out), extra_ids=0)
     tokenizer.model_max_length = TEXT_TOKENS
     tokenizer.save_pretrained(out)
+    return tokenizer
+
+
+def _build_t5(out: Path, corpus: list[str], seed: int) -> None:
+    import torch
+    from transformers import T5Config, T5EncoderModel
+
+    tokenizer = t5_tokenizer(corpus, out)
     config = T5Config(vocab_size=len(tokenizer), d_model=T5_D_MODEL, d_kv=32, d_ff=2 * T5_D_MODEL, num_layers=2,
                       num_heads=2, feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1,
                       decoder_start_token_id=0)
