@@ -27,9 +27,24 @@ SEEDS = {"clip_l": 1, "clip_g": 2, "t5": 3}
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
 
+def _bpe(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """What byte-level BPE makes of one word: repeatedly merge the adjacent pair of lowest rank."""
+    while len(symbols) > 1:
+        pairs = [(ranks.get(pair, len(ranks)), i) for i, pair in enumerate(zip(symbols, symbols[1:]))]
+        rank, i = min(pairs)
+        if rank == len(ranks):
+            break
+        symbols = symbols[:i] + [symbols[i] + symbols[i + 1]] + symbols[i + 2:]
+    return symbols
+
+
 def _clip_vocab(corpus: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Byte-level BPE: every byte (alone and word-final) so any text tokenises, plus a chain
-    of merges that spells each corpus word as one token."""
+    """Byte-level BPE: every byte (alone and word-final) so any text tokenises, plus merges that
+    spell each corpus word as one token.
+
+    BPE applies merges by global rank, not word by word, so a chain of merges built for one word can
+    be pre-empted by an earlier word's merge ("ri" from "right" split "triangle" into 7 tokens): each
+    word's merges are added for the pieces BPE actually produces with the merges made so far."""
     from tokenizers.pre_tokenizers import ByteLevel
 
     alphabet = sorted(ByteLevel.alphabet())
@@ -37,14 +52,14 @@ def _clip_vocab(corpus: list[str]) -> tuple[dict[str, int], list[tuple[str, str]
     for ch in alphabet + [c + "</w>" for c in alphabet]:
         vocab[ch] = len(vocab)
     merges: list[tuple[str, str]] = []
+    ranks: dict[tuple[str, str], int] = {}
     for word in sorted({w for line in corpus for w in line.lower().split()}):
-        symbols = list(word[:-1]) + [word[-1] + "</w>"]
-        current = symbols[0]
-        for sym in symbols[1:]:
-            if current + sym not in vocab:
-                merges.append((current, sym))
-                vocab[current + sym] = len(vocab)
-            current += sym
+        pieces = _bpe(list(word[:-1]) + [word[-1] + "</w>"], ranks)
+        while len(pieces) > 1:  # a merge ranked after every other applies once those are exhausted
+            ranks[(pieces[0], pieces[1])] = len(merges)
+            merges.append((pieces[0], pieces[1]))
+            vocab.setdefault(pieces[0] + pieces[1], len(vocab))
+            pieces = _bpe(pieces, ranks)
     for special in (BOS, EOS):
         vocab[special] = len(vocab)
     return vocab, merges

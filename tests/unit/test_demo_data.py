@@ -85,3 +85,15 @@ def test_same_arguments_same_bytes_and_size_option(tmp_path):
         main(["make-demo-data", "--out", str(tmp_path / "d"), "--n", "0"])
     assert bad_count.value.code == 2 and not (tmp_path / "d").exists()
     assert main(["make-demo-data", "--out", str(tmp_path / "e"), "--size", "8"]) == 2
+
+
+def test_demo_clip_tokenizer_spells_every_corpus_word_as_one_token():
+    # BPE ranks merges globally: a word's merge chain can be pre-empted by another word's merge
+    # ("triangle" once came out as 7 pieces), which made shape captions longer than the others.
+    from data_pipeline.demo_data import demo_corpus
+    from data_pipeline.encoders.demo import clip_tokenizer
+
+    corpus = demo_corpus()
+    tokenizer = clip_tokenizer(corpus)
+    words = sorted({w for line in corpus for w in line.split()})
+    assert {w: tokenizer.tokenize(w) for w in words if len(tokenizer.tokenize(w)) != 1} == {}
