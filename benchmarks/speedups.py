@@ -146,11 +146,14 @@ def plan_runs(args: argparse.Namespace, work: Path, env: dict) -> list[dict]:
 def train(run: dict, args: argparse.Namespace, work: Path, env: dict) -> float | None:
     """Train one run unless WORKDIR holds it finished; seconds it took, None when reused."""
     from mmdit_scale.config import load_config
+    from mmdit_scale.run.data_dims import absolute_data, fill_from_data
     from mmdit_scale.run.layout import CONFIG_FILE
 
     run_dir, recipe = Path(run["run_dir"]), study_recipe(args)
-    if (run_dir / CONFIG_FILE).is_file() and load_config(run_dir / CONFIG_FILE) != load_config(
-            recipe, run["overrides"]):
+    # The saved config has the input dims the trainer filled from the shards (the demo recipe leaves
+    # them to the data): compare it with the config as the trainer completes it.
+    wanted = fill_from_data(absolute_data(load_config(recipe, run["overrides"])))[0]
+    if (run_dir / CONFIG_FILE).is_file() and load_config(run_dir / CONFIG_FILE) != wanted:
         raise SystemExit(f"{run_dir} was trained with another config: use another --workdir")
     if micro_ladder.finished(run_dir, run["steps"]):
         print(f"reusing {run_dir}", flush=True)
