@@ -170,11 +170,21 @@ def last_val_loss(run_dir: Path) -> tuple[int, float] | None:
     return (int(record["step"]), float(record["val_loss"])) if record is not None else None
 
 
+def sample_and_score_prompts(sampler, settings, combos) -> tuple:
+    """(images, the demo scorer's accuracies as a dict) of `combos`' captions, settings.per_prompt
+    images each, from `sampler` (a RunSampler): the demo's score of one checkpoint on one prompt set."""
+    from mmdit_scale.eval.demo_scorer import score_images
+
+    images = sampler.sample([c.caption for c in combos], settings)
+    expected = [c for c in combos for _ in range(settings.per_prompt)]
+    return images, score_images(list(images), expected).as_dict()
+
+
 def sample_and_score(opts: DemoOptions, run_dir: Path) -> dict:
     import numpy as np
 
     from data_pipeline.demo_data import HELD_OUT, SEEN
-    from mmdit_scale.eval.demo_scorer import chance_levels, score_images
+    from mmdit_scale.eval.demo_scorer import chance_levels
     from mmdit_scale.eval.sampling import RunSampler, SampleSettings, write_grid
 
     sampler = RunSampler(run_dir, ema=opts.ema)
@@ -184,12 +194,10 @@ def sample_and_score(opts: DemoOptions, run_dir: Path) -> dict:
     result: dict = {"checkpoint": str(sampler.checkpoint.resolve())}
     for name, combos in (("held_out", HELD_OUT), ("seen", seen)):
         prompts = [c.caption for c in combos]
-        images = sampler.sample(prompts, settings)
-        expected = [c for c in combos for _ in range(opts.per_prompt)]
+        images, scores = sample_and_score_prompts(sampler, settings, combos)
         grid = write_grid(images, prompts, settings, opts.workdir / f"grid_{name}.png", sampler.checkpoint)
         np.save(opts.workdir / f"samples_{name}.npy", images)
-        result[name] = {"grid": str(grid.resolve()), "prompts": prompts,
-                        **score_images(list(images), expected).as_dict()}
+        result[name] = {"grid": str(grid.resolve()), "prompts": prompts, **scores}
     result["chance"] = chance_levels(opts.size, opts.seed)
     result["settings"] = asdict(settings)
     return result
