@@ -8,29 +8,13 @@ import torch
 from data_pipeline.manifest import REPA_ENCODER, EncoderInfo, Manifest
 from data_pipeline.loader.synthetic import SyntheticSpec, provenance_for
 from mmdit_scale.config import load_config
-from mmdit_scale.model import MMDiT, MMDiTConfig
+from mmdit_scale.model import MMDiT
 from mmdit_scale.model.config import Routing
 from mmdit_scale.model.repa import RepaTrainee, alignment_loss, projector_width, target_tokens
 from mmdit_scale.run.data_dims import check_repa
+from tests.unit.tiny_mmdit import CFG, inputs, randomised
 
-CFG = MMDiTConfig(depth=4, hidden_size=64, num_heads=2, patch_size=2, in_channels=4, context_dim=32, pooled_dim=16,
-                  qk_norm=True, pos_embed_max_size=16, sample_size=8)
 TINY = ["model.in_channels=4", "model.context_dim=32", "model.pooled_dim=16", "data.resolution=64"]
-
-
-def inputs(seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(3, 4, 8, 8, generator=g), torch.rand(3, generator=g), torch.randn(3, 7, 32, generator=g),
-            torch.randn(3, 16, generator=g))
-
-
-def randomised(seed: int = 1) -> MMDiT:
-    torch.manual_seed(seed)
-    model = MMDiT(CFG)
-    with torch.no_grad():  # adaLN-Zero would make every block the identity otherwise
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return model
 
 
 def test_capturing_a_block_leaves_the_velocity_bit_for_bit_and_returns_its_image_tokens() -> None:

@@ -2,34 +2,26 @@
 inference and ratio 0 are today's model; `plan` counts the saved FLOPs; the draws are seeded."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from mmdit_scale.config import load_config
-from mmdit_scale.model import MMDiT, MMDiTConfig
+from mmdit_scale.model import MMDiT
 from mmdit_scale.model.config import Routing
 from mmdit_scale.plan.flops import training_flops
 from mmdit_scale.plan.tokens import SD3_LAYOUT, square_tokens
 from mmdit_scale.train.step import TrainStep
+from tests.unit import tiny_mmdit
+from tests.unit.tiny_mmdit import inputs
 
-CFG = MMDiTConfig(depth=4, hidden_size=64, num_heads=2, patch_size=2, in_channels=4, context_dim=32, pooled_dim=16,
-                  qk_norm=True, dual_attention_layers=(1,), pos_embed_max_size=16, sample_size=8)
+CFG = replace(tiny_mmdit.CFG, dual_attention_layers=(1,))
 ROUTING = Routing(ratio=0.5, start_block=1, end_block=2)
 
 
-def inputs(seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(3, 4, 8, 8, generator=g), torch.rand(3, generator=g), torch.randn(3, 7, 32, generator=g),
-            torch.randn(3, 16, generator=g))
-
-
 def randomised(seed: int = 1) -> MMDiT:
-    torch.manual_seed(seed)
-    model = MMDiT(CFG)
-    with torch.no_grad():  # adaLN-Zero would make every block the identity otherwise
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return model
+    return tiny_mmdit.randomised(CFG, seed)
 
 
 def test_keeping_every_token_is_the_unrouted_model_bit_for_bit() -> None:
