@@ -38,10 +38,13 @@ SET_FILE = "demo_set.json"
 
 DEFAULT_COUNT = 2048
 DEFAULT_SIZE = 32
-HALF_SIZE = (0.15, 0.2)
-"""Half-extent of a shape as a fraction of the image side (5 to 6.4 px at 32 px)."""
-JITTER = 0.05
-"""Largest offset of a shape's centre from its quadrant's centre, as a fraction of the side."""
+HALF_SIZE = (0.2, 0.24)
+"""Half-extent of a shape as a fraction of the image side (6.4 to 7.7 px at 32 px): a shape fills
+most of its quadrant, 13-15 px = 3-4 tokens of the demo model's 4x4 px (docs/demo.md, the shape
+study: at 10-13 px its shape was barely learned)."""
+JITTER = 0.01
+"""Largest offset of a shape's centre from its quadrant's centre, as a fraction of the side; with
+the largest HALF_SIZE a shape stays inside its quadrant (0.24 + 0.01 = 0.25)."""
 
 
 @dataclass(frozen=True)

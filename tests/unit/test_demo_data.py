@@ -46,6 +46,17 @@ def test_scenes_are_balanced_over_the_training_combinations():
     assert len({(s.cx, s.cy, s.half) for s in scenes}) == 96  # jittered: no two alike
 
 
+def test_shapes_fill_most_of_their_quadrant_and_stay_inside_it():
+    from data_pipeline.demo_data import quadrant_centre
+
+    for side in (32, 64):
+        for s in demo_scenes(500, side, seed=1, combos=tuple(all_combos())):
+            qx, qy = quadrant_centre(s.combo.position, side)
+            # 13-15 px of a 16 px quadrant at 32 px: 3-4 of the demo model's 4 px tokens (docs/demo.md).
+            assert 0.4 * side <= 2 * s.half <= 0.48 * side
+            assert abs(s.cx - qx) + s.half <= side / 4 + 1e-9 and abs(s.cy - qy) + s.half <= side / 4 + 1e-9
+
+
 def test_make_demo_data_writes_png_captions_and_set_file(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["make-demo-data", "--out", str(out), "--n", "20", "--size", "32"]) == 0
