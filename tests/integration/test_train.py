@@ -21,9 +21,9 @@ import pytest
 import torch
 from PIL import Image
 
-from data_pipeline.format import encode_sample, shard_name
+from data_pipeline.format import REPA_KEY, encode_sample, shard_name
 from data_pipeline.loader.synthetic import SyntheticSpec, make_sample, provenance_for
-from data_pipeline.manifest import AUTOENCODER, EncoderInfo, LatentInfo, Manifest, ShardInfo
+from data_pipeline.manifest import AUTOENCODER, REPA_ENCODER, EncoderInfo, LatentInfo, Manifest, ShardInfo
 from data_pipeline.writer import ShardWriter
 from mmdit_scale.config import load_config
 from mmdit_scale.run import exit_codes, integrity
@@ -36,15 +36,23 @@ TEXT = {"clip_l": (32, 32), "clip_g": (32, 32), "t5": (64, None)}
 TIMEOUT = 240
 
 
-def _write_shards(out: Path, shards: int, per_shard: int, seed: int, nan_sample: int | None = None) -> None:
+def _write_shards(out: Path, shards: int, per_shard: int, seed: int, nan_sample: int | None = None,
+                  repa_width: int | None = None) -> None:
     """Real shards (format, writer, manifest) of 16 px images through the weightless pixel
     autoencoder (12 x 8 x 8 latents, so sample grids decode). The latents share a pattern, so a few
-    steps visibly lower the loss; the text tensors are random."""
+    steps visibly lower the loss; the text tensors are random. With `repa_width`, each sample also
+    has REPA features on an 8 x 8 grid: a fixed linear map of each latent pixel, a target the image
+    determines (the manifest names a synthetic vision encoder)."""
     spec = SyntheticSpec(shards=shards, per_shard=per_shard, channels=12, factor=2, latent_sizes=((8, 8),),
                          text=TEXT, seed=seed)
     provenance = provenance_for(spec)
     provenance.encoders[AUTOENCODER] = EncoderInfo(kind="pixel", model_dir=None, weights_sha256=None, dtype="fp32",
                                                    dims={"channels": 12, "factor": 2})
+    if repa_width is not None:
+        provenance.encoders[REPA_ENCODER] = EncoderInfo(kind="vision", model_dir="/synthetic/vision",
+                                                        weights_sha256="0" * 64, dtype="fp32",
+                                                        dims={"hidden": repa_width, "grid": 8, "image_size": 16})
+        project = torch.randn(12, repa_width, generator=torch.Generator().manual_seed(99))
     provenance.latent = LatentInfo(channels=12, factor=2, scale=1.0, shift=0.0)
     pattern = torch.randn(12, 8, 8, generator=torch.Generator().manual_seed(1234))
     manifest = Manifest(provenance=provenance)
@@ -56,6 +64,8 @@ def _write_shards(out: Path, shards: int, per_shard: int, seed: int, nan_sample:
                 sample.tensors["latent"] = pattern + 0.3 * sample.tensors["latent"]
                 if i == nan_sample:
                     sample.tensors["latent"][0, 0, 0] = float("nan")
+                if repa_width is not None:
+                    sample.tensors[REPA_KEY] = sample.tensors["latent"].flatten(1).T @ project  # (64, width)
                 writer.write(sample.key, encode_sample(sample, spec.dtype))
         written = writer.commit()
         manifest.shards.append(ShardInfo(name=shard_name(s), samples=written.samples, bytes=written.bytes,

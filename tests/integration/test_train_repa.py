@@ -6,57 +6,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
-from data_pipeline.format import REPA_KEY, encode_sample, shard_name
-from data_pipeline.loader.synthetic import SyntheticSpec, make_sample, provenance_for
-from data_pipeline.manifest import AUTOENCODER, REPA_ENCODER, EncoderInfo, LatentInfo, Manifest, ShardInfo
-from data_pipeline.writer import ShardWriter
 from mmdit_scale.config import load_config
 from mmdit_scale.model import MMDiT
-from tests.integration.test_train import TEXT, finish, log_of, records, start, val_losses
+from tests.integration.test_train import _write_shards, finish, log_of, records, start, val_losses
 
 pytestmark = pytest.mark.slow
 
-GRID, WIDTH = 8, 8
-"""The features' 8x8 grid, twice the tiny model's 4x4 token grid: the trainer resizes it."""
-
-
-def _write(out: Path, shards: int, per_shard: int, seed: int) -> None:
-    """16 px pixel-space samples (12 x 8 x 8 latents sharing a pattern) whose REPA features are a
-    fixed linear map of each latent pixel: a target the image determines."""
-    spec = SyntheticSpec(shards=shards, per_shard=per_shard, channels=12, factor=2, latent_sizes=((8, 8),),
-                         text=TEXT, seed=seed)
-    provenance = provenance_for(spec)
-    provenance.encoders[AUTOENCODER] = EncoderInfo(kind="pixel", model_dir=None, weights_sha256=None, dtype="fp32",
-                                                   dims={"channels": 12, "factor": 2})
-    provenance.encoders[REPA_ENCODER] = EncoderInfo(kind="vision", model_dir="/synthetic/vision",
-                                                    weights_sha256="0" * 64, dtype="fp32",
-                                                    dims={"hidden": WIDTH, "grid": GRID, "image_size": 16})
-    provenance.latent = LatentInfo(channels=12, factor=2, scale=1.0, shift=0.0)
-    pattern = torch.randn(12, 8, 8, generator=torch.Generator().manual_seed(1234))
-    project = torch.randn(12, WIDTH, generator=torch.Generator().manual_seed(99))
-    manifest = Manifest(provenance=provenance)
-    out.mkdir(parents=True)
-    for s in range(shards):
-        with ShardWriter(out / shard_name(s)) as writer:
-            for i in range(per_shard):
-                sample = make_sample(spec, s, i)
-                latent = sample.tensors["latent"] = pattern + 0.3 * sample.tensors["latent"]
-                sample.tensors[REPA_KEY] = latent.flatten(1).T @ project  # (64, WIDTH)
-                writer.write(sample.key, encode_sample(sample, spec.dtype))
-        written = writer.commit()
-        manifest.shards.append(ShardInfo(name=shard_name(s), samples=written.samples, bytes=written.bytes,
-                                         sha256=written.sha256))
-    manifest.save(out / "manifest.json")
+WIDTH = 8
+"""The REPA features' width; their 8x8 grid is twice the tiny model's 4x4 token grid: the trainer resizes it."""
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("repa-shards")
-    _write(root / "train", shards=2, per_shard=32, seed=0)
-    _write(root / "val", shards=1, per_shard=16, seed=7)
+    _write_shards(root / "train", shards=2, per_shard=32, seed=0, repa_width=WIDTH)
+    _write_shards(root / "val", shards=1, per_shard=16, seed=7, repa_width=WIDTH)
     return root / "train", root / "val"
 
 
