@@ -4,21 +4,16 @@ line present; and the training figure it divides by, read from engine_step's out
 session writes it."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from argparse import Namespace
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def _module():
-    spec = importlib.util.spec_from_file_location("encode_cost", REPO / "benchmarks" / "encode_cost.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from benchmarks import encode_cost
+
+    return encode_cost
 
 
 def test_the_smoke_case_times_every_encoder_and_prepares_per_resolution(tmp_path, capsys):

@@ -2,13 +2,7 @@
 profiled op names: the figure docs/benchmarks.md reports as `sdpa_backend`."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("kernel_profile", REPO / "benchmarks" / "kernel_profile.py")
-kernel_profile = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(kernel_profile)
+from benchmarks import kernel_profile
 
 
 def test_each_cuda_sdpa_op_names_its_backend_and_cpu_or_no_attention_gives_none():

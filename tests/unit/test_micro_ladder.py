@@ -1,21 +1,16 @@
 """benchmarks/micro_ladder.py's rungs, resolved without training (`--dry-run`)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def ladder():
-    spec = importlib.util.spec_from_file_location("micro_ladder", REPO / "benchmarks" / "micro_ladder.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from benchmarks import micro_ladder
+
+    return micro_ladder
 
 
 def dry_run(ladder, capsys, *argv: str) -> list[dict]:

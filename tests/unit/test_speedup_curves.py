@@ -2,20 +2,14 @@
 synthetic curves whose answers are known by hand."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def sc():
-    spec = importlib.util.spec_from_file_location("speedup_curves", REPO / "benchmarks" / "speedup_curves.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from benchmarks import speedup_curves
+
+    return speedup_curves
 
 
 def test_reach_interpolates_between_the_eval_points_around_the_target(sc) -> None:
