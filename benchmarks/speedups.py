@@ -17,8 +17,8 @@ Studies:
 - demo: recipes/demo.yaml on the demo's data and shards (launcher/demo_job.py), with a checkpoint at
   every eval, each scored afterwards on the held-out prompts by the demo scorer (the trainer logs
   validation loss only, so all-correct is measured on the kept checkpoints).
-FLOPs are `plan`'s per-sample training count (TREAD's routed blocks at the kept tokens) plus REPA's
-projector, which `plan` does not count. Wall seconds run from the step-0 validation to each eval
+FLOPs are `plan`'s per-sample training count (TREAD's routed blocks at the kept tokens, REPA's
+projector included). Wall seconds run from the step-0 validation to each eval
 (validation passes included: the same number for every method). Runs in WORKDIR are reused when
 finished. Prints a table, then one JSON line.
 """
@@ -60,22 +60,13 @@ def method_overrides(method: str, depth: int, args: argparse.Namespace) -> list[
 
 
 def flops_per_sample(cfg) -> float:
-    """Training FLOPs of one sample: `plan`'s count (routing included) + REPA's projector on every
-    image token, 6 x (hidden w + w^2 + w De) (docs/training.md; routed tokens are not discounted)."""
-    from data_pipeline.manifest import MANIFEST_NAME, Manifest
-    from mmdit_scale.model.repa import projector_width
-    from mmdit_scale.plan.flops import training_flops
+    """Training FLOPs of one sample: `plan`'s count, TREAD's routing and REPA's projector included."""
+    from mmdit_scale.plan.flops import run_training_flops
     from mmdit_scale.plan.tokens import square_tokens, token_layout
     from mmdit_scale.run.data_dims import fill_from_data
 
     cfg, _ = fill_from_data(cfg)
-    tokens = square_tokens(cfg, token_layout(cfg))
-    flops = training_flops(cfg.model, tokens, cfg.train.routing).training
-    if cfg.train.repa.enabled:
-        encoder_dim = Manifest.load(Path(cfg.data.train) / MANIFEST_NAME).provenance.repa_features()[1]
-        d, w = cfg.model.hidden_size, projector_width(cfg.model.hidden_size)
-        flops += 6.0 * (d * w + w * w + w * encoder_dim) * tokens.image
-    return flops
+    return run_training_flops(cfg, square_tokens(cfg, token_layout(cfg))).training
 
 
 def shards_for(work: Path, method: str, args: argparse.Namespace, env: dict) -> Path:

@@ -134,11 +134,16 @@ class Repa:
     block: Optional[int] = None
     """0-based block whose output image tokens are aligned; None: depth // 3 (REPA aligned block 8 of
     SiT-XL's 28: early, so the later blocks stay free for generation)."""
+    encoder_dim: Optional[int] = None
+    """Width of the encoder's features, the projector's output; None: the training shards' manifest's
+    (`train` fills it in the run's config.yaml; `plan` without shards assumes DINOv2-B's 768)."""
 
     def __post_init__(self) -> None:
         _require(math.isfinite(self.weight) and self.weight >= 0,
                  f"train.repa.weight must be a finite number >= 0, got {self.weight}")
         _require(self.block is None or self.block >= 0, f"train.repa.block must be >= 0, got {self.block}")
+        _require(self.encoder_dim is None or self.encoder_dim > 0,
+                 f"train.repa.encoder_dim must be > 0, got {self.encoder_dim}")
 
     @property
     def enabled(self) -> bool:

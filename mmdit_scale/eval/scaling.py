@@ -75,7 +75,7 @@ class RunDirError(ValueError):
 
 def read_run(path: str | Path, name: Optional[str] = None) -> Run:
     from mmdit_scale.config import ConfigError, load_config
-    from mmdit_scale.plan.flops import training_flops
+    from mmdit_scale.plan.flops import run_training_flops
     from mmdit_scale.plan.params import count_parameters
     from mmdit_scale.run.data_dims import fill_from_data
 
@@ -91,7 +91,7 @@ def read_run(path: str | Path, name: Optional[str] = None) -> Run:
     cfg, _ = fill_from_data(cfg, sd3_fallback=True)  # runs of older code may leave data.resolution unset
     layout = token_layout(cfg)
     tokens = square_tokens(cfg, layout)
-    per_sample = training_flops(cfg.model, tokens, cfg.train.routing).training
+    per_sample = run_training_flops(cfg, tokens).training
     rows, skipped = _read_metrics(metrics)
     points = []
     for step in sorted(rows):

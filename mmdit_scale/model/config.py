@@ -167,3 +167,13 @@ class Routing:
     def routes(self, index: int) -> bool:
         """Whether block `index` sees only the kept tokens."""
         return self.enabled and self.start_block <= index <= self.end_block
+
+
+REPA_PROJECTOR_WIDTH = 2048
+"""REPA's projector width (hidden -> 2048 -> 2048 -> encoder width; `mmdit_scale.model.repa`)."""
+
+
+def projector_width(hidden_size: int) -> int:
+    """REPA's 2048, capped at 4 x the model's width so a tiny model does not carry a projector many
+    times its own size."""
+    return min(REPA_PROJECTOR_WIDTH, 4 * hidden_size)

@@ -14,18 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmdit_scale.model.config import Routing
+from mmdit_scale.model.config import Routing, projector_width
 from mmdit_scale.model.mmdit import MMDiT
-
-PROJECTOR_WIDTH = 2048
-"""REPA's projector width (hidden -> 2048 -> 2048 -> encoder width)."""
-
-
-def projector_width(hidden_size: int) -> int:
-    """REPA's 2048, capped at 4 x the model's width so a tiny model does not carry a projector many
-    times its own size."""
-    return min(PROJECTOR_WIDTH, 4 * hidden_size)
-
 
 class Projector(nn.Module):
     """Linear, SiLU, Linear, SiLU, Linear: (..., hidden) -> (..., encoder width), per token."""

@@ -16,11 +16,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mmdit_scale.model.config import MMDiTConfig, Routing, checkpointed_blocks
+from mmdit_scale.config.schema import RunConfig
+from mmdit_scale.model.config import MMDiTConfig, Routing, checkpointed_blocks, projector_width
 from mmdit_scale.plan.tokens import Tokens
 
 TIME_FREQ_DIM = 256
 """Width of the sinusoidal timestep features (`mmdit_scale.model.embeddings.TIME_FREQ_DIM`)."""
+
+REPA_PLAN_ENCODER_DIM = 768
+"""REPA's encoder width when neither the recipe nor shards give it: DINOv2-B, the REPA paper's encoder."""
 
 
 @dataclass(frozen=True)
@@ -72,9 +76,29 @@ def recompute_flops(cfg: MMDiTConfig, tokens: Tokens, checkpoint_every: int) -> 
     return sum(2.0 * sum(_block_macs(cfg, tokens, i)) for i in checkpointed_blocks(cfg.depth, checkpoint_every))
 
 
-def training_flops(cfg: MMDiTConfig, tokens: Tokens, routing: Routing | None = None) -> Flops:
+def repa_projector_macs(hidden: int, tokens: int, encoder_dim: int) -> int:
+    """Forward multiply-adds of REPA's projector (hidden -> width -> width -> encoder_dim) on `tokens`
+    image tokens of one sample (`mmdit_scale.model.repa.Projector`)."""
+    width = projector_width(hidden)
+    return tokens * (hidden * width + width * width + width * encoder_dim)
+
+
+def run_training_flops(cfg: RunConfig, tokens: Tokens) -> Flops:
+    """`training_flops` of one sample of run `cfg`: its model, TREAD routing and REPA projector. What
+    `plan`, the trainer's logged MFU and `scaling-report` count."""
+    repa = cfg.train.repa
+    projector = None
+    if repa.enabled:
+        projector = (repa.block_of(cfg.model.depth), repa.encoder_dim or REPA_PLAN_ENCODER_DIM)
+    return training_flops(cfg.model, tokens, cfg.train.routing, projector)
+
+
+def training_flops(cfg: MMDiTConfig, tokens: Tokens, routing: Routing | None = None,
+                   repa: tuple[int, int] | None = None) -> Flops:
     """Exact matmul FLOPs of one training sample of `tokens` through an MM-DiT of shape `cfg`; with
-    TREAD `routing`, the routed blocks see only the image tokens it keeps."""
+    TREAD `routing`, the routed blocks see only the image tokens it keeps; with `repa` (aligned block,
+    encoder width), REPA's projector on that block's image tokens (trained like the model, so its
+    backward costs twice its forward)."""
     d, n, t = cfg.hidden_size, tokens.image, tokens.text
     patch_in = cfg.in_channels * cfg.patch_size**2
     patch_out = cfg.out_channels * cfg.patch_size**2
@@ -89,6 +113,10 @@ def training_flops(cfg: MMDiTConfig, tokens: Tokens, routing: Routing | None = N
                                              index)
         macs += block
         attention += block_attention
+    if repa is not None:
+        block, encoder_dim = repa
+        routed_block = routing is not None and routing.enabled and routing.routes(block)
+        macs += repa_projector_macs(d, routed.image if routed_block else n, encoder_dim)
     macs += 2 * d * d + n * d * patch_out  # final adaLN and linear
     macs += attention
     forward = 2.0 * macs

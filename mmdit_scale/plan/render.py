@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from mmdit_scale.plan.flops import training_flops
+from mmdit_scale.plan.flops import REPA_PLAN_ENCODER_DIM, run_training_flops
 from mmdit_scale.plan.memory import GIB, USABLE_FRACTION, checkpointing_label
 from mmdit_scale.plan.report import Plan
 from mmdit_scale.plan.tokens import square_tokens
@@ -53,7 +53,7 @@ def to_text(plan: Plan, title: str) -> str:
         + f"; {plan.layout.autoencoder_factor}x autoencoder, layout from {plan.layout.source}",
         f"FLOPs        {_si(plan.flops.training, 'FLOP')} per training sample "
         f"(forward {_si(plan.flops.forward, 'FLOP')}, attention {100 * plan.flops.attention_fraction:.1f}%; "
-        f"72LD^2S + 12LDS^2 = {_si(plan.flops.headline, 'FLOP')})",
+        f"72LD^2S + 12LDS^2 = {_si(plan.flops.headline, 'FLOP')})" + _repa_note(cfg),
         "",
         f"memory per GPU (GiB)  weights  grads  optimizer    EMA  activations  buffers   total  fits (<= {limit:.1f})",
     ]
@@ -102,6 +102,15 @@ def to_text(plan: Plan, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _repa_note(cfg) -> str:
+    repa = cfg.train.repa
+    if not repa.enabled:
+        return ""
+    width = (f"{repa.encoder_dim}-wide" if repa.encoder_dim else
+             f"{REPA_PLAN_ENCODER_DIM}-wide (assumed, DINOv2-B's; set train.repa.encoder_dim or data.train)")
+    return f"; with REPA's projector on block {repa.block_of(cfg.model.depth)} to {width} features"
+
+
 def ladder_markdown(plans: Sequence[Plan]) -> str:
     """One row per plan: the ladder table of docs/recipes.md (memory at each recipe's own micro-batch)."""
     hw = plans[0].hardware
@@ -113,7 +122,7 @@ def ladder_markdown(plans: Sequence[Plan]) -> str:
     ]
     for plan in plans:
         m = plan.cfg.model
-        flops = " | ".join(f"{training_flops(m, square_tokens(plan.cfg, plan.layout, r), plan.cfg.train.routing).training / 1e12:.2f}"
+        flops = " | ".join(f"{run_training_flops(plan.cfg, square_tokens(plan.cfg, plan.layout, r)).training / 1e12:.2f}"
                            for r in LADDER_RESOLUTIONS)
         memory = " | ".join(f"{plan.memory[s].total / GIB:.1f}{'' if plan.fits_by_stage[s] else ' (no)'}"
                             for s in (2, 3))

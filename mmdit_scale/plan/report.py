@@ -13,7 +13,7 @@ from typing import Any, Optional
 from mmdit_scale.config import RunConfig
 from mmdit_scale.model.config import checkpointed_blocks
 from mmdit_scale.plan.dataset import SampleBytes, sample_bytes
-from mmdit_scale.plan.flops import Flops, recompute_flops, training_flops
+from mmdit_scale.plan.flops import Flops, recompute_flops, run_training_flops
 from mmdit_scale.plan.memory import (GIB, USABLE_FRACTION, ZERO_STAGES, Memory, activation_bytes, build_host_bytes,
                                      checkpointing_label, fits, memory_per_gpu, more_checkpointing)
 from mmdit_scale.plan.params import ParamCount, count_parameters
@@ -128,7 +128,7 @@ def make_plan(cfg: RunConfig, hardware: Hardware, params: Optional[ParamCount] =
     params = params or count_parameters(cfg.model)
     layout = token_layout(cfg)
     tokens, largest = square_tokens(cfg, layout), largest_tokens(cfg, layout)
-    flops = training_flops(cfg.model, tokens, cfg.train.routing)
+    flops = run_training_flops(cfg, tokens)
     precision, micro = cfg.parallel.precision, cfg.train.micro_batch
 
     def memory_at(stage: int, micro_batch: int, ckpt: int, gpus: int) -> Memory:

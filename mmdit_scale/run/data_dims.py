@@ -51,6 +51,7 @@ def fill_from_data(cfg: RunConfig, sd3_fallback: bool = False) -> tuple[RunConfi
     missing = cfg.model.missing_input_dims()
     keys = [f"model.{name}" for name in missing] + ([] if cfg.data.resolution else ["data.resolution"])
     buckets: tuple[tuple[int, int], ...] = ()
+    repa_dim: int | None = None
     try:
         require_train_data(cfg)
         path, manifest = first_manifest(cfg.data.train)
@@ -58,6 +59,8 @@ def fill_from_data(cfg: RunConfig, sd3_fallback: bool = False) -> tuple[RunConfi
         resolution, source = manifest.provenance.resolution, f"the manifest {path}"
         buckets = tuple(tuple(int(x) for x in b) for b in manifest.provenance.buckets or ())
         _check_buckets(cfg.data.buckets, buckets, source)
+        features = manifest.provenance.repa_features()
+        repa_dim = features[1] if features is not None else None
     except (ConfigError, ValueError) as err:
         if not sd3_fallback:
             if not keys:
@@ -76,9 +79,19 @@ def fill_from_data(cfg: RunConfig, sd3_fallback: bool = False) -> tuple[RunConfi
     if buckets and not cfg.data.buckets:  # the manifest's buckets are the truth the loader batches by
         cfg = replace(cfg, data=replace(cfg.data, buckets=buckets))
         keys.append("data.buckets")
+    repa = cfg.train.repa
+    if repa.enabled and repa_dim is not None:
+        if repa.encoder_dim is not None and repa.encoder_dim != repa_dim:
+            raise ValueError(f"train.repa.encoder_dim={repa.encoder_dim} disagrees with {source}: its REPA features "
+                             f"are {repa_dim} wide. Leave train.repa.encoder_dim unset to take them from the manifest")
+        if repa.encoder_dim is None:
+            cfg = replace(cfg, train=replace(cfg.train, repa=replace(repa, encoder_dim=repa_dim)))
+            keys.append("train.repa.encoder_dim")
     if not keys:
         return cfg, ""
     notes = _assignments(dims, missing).split() if dims is not None else []
+    if "train.repa.encoder_dim" in keys:
+        notes.append(f"train.repa.encoder_dim={repa_dim}")
     if buckets and "data.buckets" in keys:
         notes.append(f"data.buckets=({len(buckets)} buckets)")
     if not cfg.data.resolution:

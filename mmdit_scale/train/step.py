@@ -29,7 +29,7 @@ from mmdit_scale.config.schema import FlowConfig, RunConfig
 from mmdit_scale.flow import get_formulation, get_timestep_sampler, shift_for_size, shift_timesteps
 from mmdit_scale.flow.timestep_samplers import TimestepSampler
 from mmdit_scale.model.repa import alignment_loss, target_tokens
-from mmdit_scale.plan.flops import training_flops
+from mmdit_scale.plan.flops import run_training_flops
 from mmdit_scale.plan.tokens import TokenLayout, Tokens, sample_tokens
 from mmdit_scale.train import hooks
 from mmdit_scale.train.engine import compute_dtype
@@ -101,7 +101,7 @@ class TrainStep:
         factor = self.tokens.autoencoder_factor
         tokens = sample_tokens(height * factor, width * factor, self.cfg.model.patch_size, self.tokens)
         if tokens not in self._flops:
-            self._flops[tokens] = training_flops(self.cfg.model, tokens, self.cfg.train.routing).training
+            self._flops[tokens] = run_training_flops(self.cfg, tokens).training
         return tokens, self._flops[tokens]
 
     def _generator(self, step: int, micro: int) -> torch.Generator:

@@ -1,9 +1,14 @@
 """REPA (`train.repa`): the block capture, the projector, the target grid and the alignment loss;
-the config's range checks; the refusal of shards without features."""
+the config's range checks; the refusal of shards without features; the encoder width taken from the
+manifest; the projector's FLOPs in plan's count."""
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
 from data_pipeline.manifest import REPA_ENCODER, EncoderInfo, Manifest
 from data_pipeline.loader.synthetic import SyntheticSpec, provenance_for
@@ -11,7 +16,9 @@ from mmdit_scale.config import load_config
 from mmdit_scale.model import MMDiT
 from mmdit_scale.model.config import Routing
 from mmdit_scale.model.repa import RepaTrainee, alignment_loss, projector_width, target_tokens
-from mmdit_scale.run.data_dims import check_repa
+from mmdit_scale.plan.flops import REPA_PLAN_ENCODER_DIM, run_training_flops, training_flops
+from mmdit_scale.plan.tokens import Tokens
+from mmdit_scale.run.data_dims import check_repa, fill_from_data
 from tests.unit.tiny_mmdit import CFG, inputs, randomised
 
 TINY = ["model.in_channels=4", "model.context_dim=32", "model.pooled_dim=16", "data.resolution=64"]
@@ -94,3 +101,48 @@ def test_repa_on_shards_without_features_is_refused_naming_the_key() -> None:
                                                     dtype="fp32", dims={"hidden": 24, "grid": 4, "image_size": 32})
     check_repa(cfg, [("with features", Manifest(provenance=provenance))])
     check_repa(load_config("recipes/tiny.yaml", TINY), [("plain", Manifest(provenance=provenance_for(SyntheticSpec())))])
+
+
+@pytest.mark.parametrize("block, routing", [(0, None), (1, Routing(ratio=0.5, start_block=1, end_block=2)),
+                                            (3, Routing(ratio=0.5, start_block=1, end_block=2))])
+def test_plan_counts_the_projector_as_torch_counts_it(block: int, routing: Routing | None) -> None:
+    """The trainee's forward and backward under torch's FLOP counter equal plan's count with the
+    projector, routed or not (a routed block's projector sees only the kept tokens)."""
+    trainee = RepaTrainee(randomised(), block=block, encoder_dim=24)
+    x, t, context, pooled = inputs()
+    n = (x.shape[-1] // CFG.patch_size) ** 2  # 16 image tokens
+    keep = None
+    if routing is not None:
+        keep = torch.arange(routing.kept(n)).expand(x.shape[0], -1)  # (B, K)
+    with sdpa_kernel([SDPBackend.MATH]), FlopCounterMode(display=False) as counter:
+        velocity, projected = trainee(x, t, context, pooled, keep=keep, routing=routing)
+        (velocity.square().mean() + projected.square().mean()).backward()
+    expected = training_flops(CFG, Tokens(image=n, text=context.shape[1]), routing, repa=(block, 24)).training
+    assert expected == pytest.approx(counter.get_total_flops() / x.shape[0], rel=0.02)
+    without = training_flops(CFG, Tokens(image=n, text=context.shape[1]), routing).training
+    assert expected > 1.1 * without  # the projector (64 -> 256 -> 256 -> 24) is a real share of a tiny model
+
+
+def test_the_encoder_width_comes_from_the_manifest_and_a_wrong_one_is_refused(tmp_path) -> None:
+    from tests.unit.test_model_dims import shards
+
+    data = shards(tmp_path, "demo")
+    manifest = Manifest.load(data)
+    manifest.provenance.encoders[REPA_ENCODER] = EncoderInfo(kind="vision", model_dir="/enc", weights_sha256="ab",
+                                                             dtype="fp32", dims={"hidden": 24, "grid": 4,
+                                                                                 "image_size": 32})
+    manifest.save(data / "manifest.json")
+    on = [f"data.train={data}", "train.repa={weight: 0.5, block: 0}"]
+    cfg, note = fill_from_data(load_config("recipes/tiny.yaml", on))
+    assert cfg.train.repa.encoder_dim == 24 and "train.repa.encoder_dim=24" in note
+    tokens = Tokens(image=64, text=10)
+    assert run_training_flops(cfg, tokens).training == training_flops(cfg.model, tokens, repa=(0, 24)).training
+    with pytest.raises(ValueError, match=r"train\.repa\.encoder_dim=32 disagrees with the manifest .* 24 wide"):
+        fill_from_data(load_config("recipes/tiny.yaml", on + ["train.repa.encoder_dim=32"]))
+    off, _ = fill_from_data(load_config("recipes/tiny.yaml", [f"data.train={data}"]))
+    assert off.train.repa.encoder_dim is None
+    assert run_training_flops(off, tokens).training == training_flops(off.model, tokens).training
+    # plan without shards: DINOv2-B's width, REPA's encoder
+    planned = replace(cfg, train=replace(cfg.train, repa=replace(cfg.train.repa, encoder_dim=None)))
+    assert run_training_flops(planned, tokens).training == training_flops(
+        cfg.model, tokens, repa=(0, REPA_PLAN_ENCODER_DIM)).training
