@@ -27,9 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=positive_int, default=None, metavar="N",
                         help="training images to make (default: 2048)")
     parser.add_argument("--per-prompt", type=positive_int, default=None, metavar="K",
-                        help="samples per held-out prompt (default: 4)")
+                        help="samples per held-out prompt (default: 8)")
     parser.add_argument("--sample-steps", type=positive_int, default=None, metavar="N", help="Euler steps (default: 20)")
-    parser.add_argument("--cfg", type=float, default=None, metavar="S", help="guidance scale (default: 3)")
+    parser.add_argument("--cfg", type=float, default=None, metavar="S", help="guidance scale (default: 2; docs/demo.md, the shape study)")
     parser.add_argument("--ema", action="store_true", help="sample with the EMA weights")
     parser.add_argument("--repa", type=float, default=None, metavar="WEIGHT",
                         help="opt-in REPA: store the demo-only vision encoder's features in the shards and train "
