@@ -33,6 +33,13 @@ PROMPTS = ["a red circle in the top left", "a blue square in the bottom right"]
 
 
 @torch.no_grad()
+
+def run_shift(run_dir: Path) -> float:
+    """flow.shift of the run's saved config: the demo recipe's (4.5 since the shape study), not 1.0."""
+    shift = RunSampler(run_dir).config.flow.shift
+    assert shift > 1.0  # a shift that does nothing would not show which one was used
+    return shift
+
 def _random_weights(model: MMDiT, seed: int) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     return {k: torch.randn(v.shape, generator=gen) * (v[0].numel() ** -0.5 if v.ndim > 1 else 0.1) + (
@@ -84,7 +91,7 @@ def test_sample_writes_a_deterministic_grid_that_depends_on_prompt_seed_and_weig
     record = json.loads((tmp_path / "a.json").read_text())
     assert record["prompts"] == PROMPTS and record["steps"] == 4 and record["cfg"] == 3.0
     assert record["checkpoint"].endswith("step_0000007")
-    assert record["shift"] == sampler.config.flow.shift == 3.0   # the shift used, at the run's own resolution
+    assert record["shift"] == sampler.config.flow.shift == run_shift(run_dir)  # the shift used, at the run's own resolution
 
     settings = SampleSettings(steps=4, per_prompt=2)
     images = sampler.sample(PROMPTS, settings)
@@ -195,7 +202,7 @@ def test_sample_draws_any_size_the_position_table_covers(run_dir, tmp_path, caps
                  "--out", str(out)]) == 0
     record = json.loads(out.with_suffix(".json").read_text())
     assert (record["height"], record["width"]) == (24, 40)
-    assert record["shift"] == pytest.approx(3.0 * (24 * 40) ** 0.5 / 32)   # the training rule at 24x40
+    assert record["shift"] == pytest.approx(run_shift(run_dir) * (24 * 40) ** 0.5 / 32)  # the training rule at 24x40
     sampler = RunSampler(run_dir)
     images = sampler.sample(PROMPTS[:1], sampler.resolved(SampleSettings(steps=2, height=24, width=40)))
     assert images.shape == (1, 24, 40, 3)
@@ -225,7 +232,7 @@ def test_the_exported_folder_in_stable_diffusion_3_pipeline_reproduces_sample(ru
     assert all(p.stat().st_mode & 0o044 == 0o044 for p in out.iterdir())       # readable by group and others
     notes = json.loads((out / "sampling.json").read_text())
     scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(out)
-    assert scheduler.config.shift == notes["shift"] == 3.0
+    assert scheduler.config.shift == notes["shift"] == run_shift(run_dir)
 
     sampler = RunSampler(run_dir)
     settings = sampler.resolved(SampleSettings(steps=6, cfg=3.0, seed=5))
