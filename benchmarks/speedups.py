@@ -39,9 +39,18 @@ import micro_ladder  # noqa: E402  (benchmarks/ is not a package: the scripts ru
 from speedup_curves import mean_curve, reach_table  # noqa: E402
 
 METHODS = ("baseline", "tread", "dfm", "repa")
-SCORE_SETTINGS = {"steps": 20, "cfg": 3.0, "per_prompt": 4, "seed": 0}
-"""The demo's own sampling settings (launcher/demo_job.DemoOptions) for the held-out score."""
 SCORES_FILE = "heldout_scores.json"
+
+
+def score_settings() -> dict:
+    """The demo's own sampling settings (launcher/demo_job.DemoOptions' defaults) for the held-out score."""
+    from dataclasses import fields
+
+    from launcher.demo_job import DemoOptions
+
+    default = {f.name: f.default for f in fields(DemoOptions)}
+    return {"steps": default["sample_steps"], "cfg": default["cfg"], "per_prompt": default["per_prompt"],
+            "seed": default["seed"]}
 
 
 def method_overrides(method: str, depth: int, args: argparse.Namespace) -> list[str]:
@@ -168,7 +177,7 @@ def score_checkpoints(run_dir: Path) -> dict[int, float]:
         step = step_of(ckpt.name)
         if step not in scores:
             sampler = RunSampler(ckpt)
-            settings = sampler.resolved(SampleSettings(**SCORE_SETTINGS))
+            settings = sampler.resolved(SampleSettings(**score_settings()))
             scores[step] = sample_and_score_prompts(sampler, settings, HELD_OUT)[1]["all"]
             cache.write_text(json.dumps(scores))
     return scores
