@@ -115,7 +115,7 @@ def training_flops(cfg: MMDiTConfig, tokens: Tokens, routing: Routing | None = N
         attention += block_attention
     if repa is not None:
         block, encoder_dim = repa
-        routed_block = routing is not None and routing.enabled and routing.routes(block)
+        routed_block = routing is not None and routing.routes(block)  # routes() is False when routing is off
         macs += repa_projector_macs(d, routed.image if routed_block else n, encoder_dim)
     macs += 2 * d * d + n * d * patch_out  # final adaLN and linear
     macs += attention
